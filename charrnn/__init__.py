@@ -1,0 +1,3 @@
+"""charrnn: character-level language models (vanilla RNN, LSTM, GRU) in NumPy."""
+
+__version__ = "0.1.0"

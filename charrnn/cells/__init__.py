@@ -1,0 +1,12 @@
+"""One module per recurrent cell.  Each offers the same functions, so the model stacks them alike:
+
+gate_count(coupled), gate_scale(H, dtype, coupled), input_bias(p),
+forward(xw, state0, p, ws, peephole, coupled) -> hs, stateT, cache,
+backward(dhs, dstateT, cache, ws) -> dxw, dstate0, grads.
+"""
+
+from charrnn.cells import gru, lstm, rnn
+
+CELLS = {"lstm": lstm, "gru": gru, "rnn": rnn}
+# Each cell's recurrent state: names of the (L, N, H) arrays, in the order the cell's functions take them.
+STATE_NAMES = {"lstm": ("h", "c"), "gru": ("h",), "rnn": ("h",)}

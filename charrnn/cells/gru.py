@@ -1,0 +1,115 @@
+"""GRU layer over a chunk.  Shapes: T time, N batch, H hidden; gates r, z, n (PyTorch order and equations):
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = (1 - z) * n + z * h
+
+Time-major layout; r and z use sigmoid(x) = (1 + tanh(x/2)) / 2 on pre-activations pre-scaled by 1/2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn.cells.workspace import Workspace, activation_slope
+
+
+def gate_count(coupled: bool = False) -> int:
+    return 3
+
+
+def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
+    """(3H,) factor applied to pre-activations: 1/2 for the sigmoid gates r and z, 1 for n."""
+    return np.repeat(np.array([0.5, 0.5, 1.0], dtype=dtype), hidden)
+
+
+def input_bias(p: dict) -> np.ndarray:
+    """b_ih plus the r, z parts of b_hh; b_hn stays inside r * (W_hn h + b_hn)."""
+    b = p["bias_ih"].copy()
+    H = b.shape[0] // 3
+    b[: 2 * H] += p["bias_hh"][: 2 * H]
+    return b
+
+
+def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
+    """xw (T, N, 3H): gate_scale * (W_ih x + input_bias); overwritten with the activations r, z, n.
+    state0 = (h0,).  Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
+    T, N, GH = xw.shape
+    (h0,) = state0
+    H = GH // 3
+    dtype = xw.dtype
+    rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
+    W_sT = (p["weight_hh"] * gate_scale(H, dtype)[:, None]).T  # (H, 3H) view
+    b_hn = p["bias_hh"][n_]
+
+    hs = ws.get("hs", (T + 1, N, H), dtype)
+    ghn = ws.get("ghn", (T, N, H), dtype)  # W_hn h + b_hn, kept for backward
+    rec = ws.get("rec", (N, GH), dtype)
+    tmp = ws.get("tmp", (N, H), dtype)
+    hs[0] = h0
+    for t in range(T):
+        a = xw[t]
+        np.matmul(hs[t], W_sT, out=rec)  # the one GEMM per step
+        a[:, rz] += rec[:, rz]
+        np.add(rec[:, n_], b_hn, out=ghn[t])
+        r_z = a[:, rz]
+        np.tanh(r_z, out=r_z)
+        r_z *= 0.5
+        r_z += 0.5
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, n_]
+        np.multiply(r, ghn[t], out=tmp)
+        n += tmp
+        np.tanh(n, out=n)
+        np.subtract(hs[t], n, out=tmp)  # h' = n + z (h - n)
+        tmp *= z
+        np.add(n, tmp, out=hs[t + 1])
+    return hs, (hs[T].copy(),), (xw, hs, ghn, p)
+
+
+def backward(dhs, dstateT, cache, ws: Workspace):
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (T, N, 3H), the gradient of W_ih x + b_ih,
+    (dh0,) and the gradients of weight_hh, bias_hh and bias_ih."""
+    acts, hs, ghn, p = cache
+    T, N, GH = acts.shape
+    H = GH // 3
+    dtype = acts.dtype
+    rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
+    W = p["weight_hh"]
+
+    tanh_mask = np.where(gate_scale(H, dtype) == 1.0, 1.0, 0.0).astype(dtype)
+    slope = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))
+    h_minus_n = ws.get("h_minus_n", (T, N, H), dtype)
+    np.subtract(hs[:-1], acts[:, :, n_], out=h_minus_n)
+    dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations
+    dG = ws.get("dG", acts.shape, dtype)  # gradient of W_hh h + b_hh
+
+    dh = ws.get("dh", (N, H), dtype)
+    dh_z = ws.get("dh_z", (N, H), dtype)
+    dh_next = ws.get("dh_next", (N, H), dtype)
+    if dstateT is None:
+        dh_next.fill(0)
+    else:
+        dh_next[...] = dstateT[0]
+    for t in range(T - 1, -1, -1):
+        r, z = acts[t, :, :H], acts[t, :, H : 2 * H]
+        g, x, s = dG[t], dX[t], slope[t]
+        np.add(dhs[t], dh_next, out=dh)
+        np.multiply(dh, h_minus_n[t], out=g[:, H : 2 * H])  # dz = dh (h - n)
+        np.multiply(dh, z, out=dh_z)
+        dn = x[:, n_]
+        np.subtract(dh, dh_z, out=dn)  # dn = dh (1 - z)
+        dn *= s[:, n_]
+        np.multiply(dn, ghn[t], out=g[:, :H])  # dr = d(pre_n) (W_hn h + b_hn)
+        np.multiply(dn, r, out=g[:, n_])
+        g[:, rz] *= s[:, rz]
+        np.matmul(g, W, out=dh_next)
+        dh_next += dh_z  # dh = dG @ W_hh + dh z
+    dX[:, :, rz] = dG[:, :, rz]
+
+    grads = {
+        "weight_hh": dG.reshape(T * N, GH).T @ hs[:-1].reshape(T * N, H),
+        "bias_hh": dG.sum(axis=(0, 1)),
+        "bias_ih": dX.sum(axis=(0, 1)),
+    }
+    return dX, (dh_next.copy(),), grads

@@ -1,0 +1,183 @@
+"""LSTM layer over a chunk.  Shapes: T time, N batch, H hidden, G gates (4, or 3 when coupled).
+
+Standard gates i, f, g, o (PyTorch order):
+    i, f, o = sigmoid(.)   g = tanh(.)   c' = f*c + i*g   h' = o*tanh(c')
+Peephole connections (Gers & Schmidhuber, 2000) add p_i*c and p_f*c to the i and f pre-activations and p_o*c'
+to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
+
+The layout is time-major, so every per-step slice xw[t], hs[t] is contiguous for BLAS.  Sigmoid gates are
+computed as sigmoid(x) = (1 + tanh(x/2)) / 2: their pre-activations arrive pre-scaled by 1/2 (see gate_scale), so
+one in-place tanh call covers all gates of a step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn.cells.workspace import Workspace, activation_slope
+
+
+def gate_count(coupled: bool = False) -> int:
+    return 3 if coupled else 4
+
+
+def gate_names(coupled: bool = False) -> str:
+    return "igo" if coupled else "ifgo"
+
+
+def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
+    """(G*H,) factor applied to pre-activations: 1/2 for sigmoid gates (the tanh trick), 1 for g."""
+    return np.repeat(np.array([1.0 if g == "g" else 0.5 for g in gate_names(coupled)], dtype=dtype), hidden)
+
+
+def input_bias(p: dict) -> np.ndarray:
+    """The part of the biases that can be folded into the chunk's input projection (unscaled)."""
+    return p["bias_ih"] + p["bias_hh"]
+
+
+def peephole_names(coupled: bool = False) -> str:
+    return "io" if coupled else "ifo"
+
+
+def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
+    """Run the layer over a chunk.
+
+    xw (T, N, G*H): scaled input projection with biases, gate_scale * (W_ih x + b_ih + b_hh); overwritten
+    with the gate activations, which backward needs.  state0 = (h0, c0), each (N, H).
+    Returns hs (T+1, N, H) with hs[0] = h0 (so hs[:-1] is each step's previous state), (hT, cT) and a cache.
+    """
+    T, N, GH = xw.shape
+    h0, c0 = state0
+    H = h0.shape[1]
+    dtype = xw.dtype
+    gates = gate_names(coupled)
+    sl = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gates)}
+    scale = gate_scale(H, dtype, coupled)
+    W_sT = (p["weight_hh"] * scale[:, None]).T  # (H, GH), a transposed view BLAS reads without a copy
+    shift = np.where(scale == 0.5, 0.5, 0.0).astype(dtype)  # sigmoid = 0.5 * tanh + 0.5
+    if peephole:
+        pp = {g: 0.5 * p["peephole"][k] for k, g in enumerate(peephole_names(coupled))}
+
+    hs = ws.get("hs", (T + 1, N, H), dtype)
+    cs = ws.get("cs", (T + 1, N, H), dtype)
+    tcs = ws.get("tcs", (T, N, H), dtype)
+    rec = ws.get("rec", (N, GH), dtype)
+    tmp = ws.get("tmp", (N, H), dtype)
+    hs[0] = h0
+    cs[0] = c0
+    nonlinear = slice(0, GH - H) if peephole else slice(0, GH)  # with peepholes, o waits for c'
+    for t in range(T):
+        a = xw[t]
+        c_prev, c = cs[t], cs[t + 1]
+        np.matmul(hs[t], W_sT, out=rec)  # the one GEMM per step
+        a += rec
+        if peephole:
+            a[:, sl["i"]] += pp["i"] * c_prev
+            if not coupled:
+                a[:, sl["f"]] += pp["f"] * c_prev
+        np.tanh(a[:, nonlinear], out=a[:, nonlinear])
+        a[:, nonlinear] *= scale[nonlinear]
+        a[:, nonlinear] += shift[nonlinear]
+        i, g = a[:, sl["i"]], a[:, sl["g"]]
+        if coupled:  # c' = c + i (g - c)
+            np.subtract(g, c_prev, out=tmp)
+            tmp *= i
+            np.add(c_prev, tmp, out=c)
+        else:  # c' = f c + i g
+            np.multiply(a[:, sl["f"]], c_prev, out=c)
+            np.multiply(i, g, out=tmp)
+            c += tmp
+        o = a[:, sl["o"]]
+        if peephole:
+            o += pp["o"] * c
+            np.tanh(o, out=o)
+            o *= 0.5
+            o += 0.5
+        np.tanh(c, out=tcs[t])
+        np.multiply(o, tcs[t], out=hs[t + 1])
+    cache = (xw, hs, cs, tcs, p, peephole, coupled)
+    return hs, (hs[T].copy(), cs[T].copy()), cache
+
+
+def backward(dhs, dstateT, cache, ws: Workspace):
+    """dhs (T, N, H) gradient of the outputs hs[1:]; dstateT = (dhT, dcT) or None.
+
+    Returns dxw (T, N, G*H), the gradient of the unscaled pre-activations (W_ih x + b_ih + b_hh), which is
+    also the gradient of b_ih and b_hh; (dh0, dc0); and the gradients of weight_hh, bias_hh and peephole.
+    Weight gradients are whole-chunk GEMMs after the loop.
+    """
+    acts, hs, cs, tcs, p, peephole, coupled = cache
+    T, N, GH = acts.shape
+    H = GH // gate_count(coupled)
+    dtype = acts.dtype
+    sl = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))}
+    W = p["weight_hh"]  # (GH, H)
+
+    tanh_mask = np.where(gate_scale(H, dtype, coupled) == 1.0, 1.0, 0.0).astype(dtype)
+    dA = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))  # dA[t] *= d(act)/d(pre)
+    # o * (1 - tanh(c')^2) for the whole chunk: how dh reaches dc at each step.
+    o_dtanh = ws.get("o_dtanh", tcs.shape, dtype)
+    np.multiply(tcs, tcs, out=o_dtanh)
+    np.subtract(1, o_dtanh, out=o_dtanh)
+    o_dtanh *= acts[:, :, sl["o"]]
+
+    dh = ws.get("dh", (N, H), dtype)
+    dh_next = ws.get("dh_next", (N, H), dtype)
+    dc = ws.get("dc", (N, H), dtype)
+    tmp = ws.get("tmp", (N, H), dtype)
+    if dstateT is None:
+        dh_next.fill(0)
+        dc.fill(0)
+    else:
+        dh_next[...] = dstateT[0]
+        dc[...] = dstateT[1]
+    if peephole:
+        pe = dict(zip(peephole_names(coupled), p["peephole"], strict=True))
+    for t in range(T - 1, -1, -1):
+        a, da = acts[t], dA[t]
+        i, g = a[:, sl["i"]], a[:, sl["g"]]
+        c_prev = cs[t]
+        np.add(dhs[t], dh_next, out=dh)
+        do = da[:, sl["o"]]
+        do *= dh
+        do *= tcs[t]  # d(pre_o) = dh * tanh(c') * o(1-o)
+        np.multiply(dh, o_dtanh[t], out=tmp)
+        dc += tmp  # dc' = dc_next + dh * o * (1 - tanh(c')^2)
+        if peephole:
+            dc += do * pe["o"]
+        di, dg = da[:, sl["i"]], da[:, sl["g"]]
+        if coupled:
+            np.subtract(g, c_prev, out=tmp)
+            di *= tmp
+        else:
+            di *= g
+            df = da[:, sl["f"]]
+            df *= dc
+            df *= c_prev
+        di *= dc
+        dg *= dc
+        dg *= i
+        if coupled:  # dc = dc' (1 - i)
+            np.multiply(dc, i, out=tmp)
+            dc -= tmp
+        else:
+            dc *= a[:, sl["f"]]
+        if peephole:
+            dc += di * pe["i"]
+            if not coupled:
+                dc += df * pe["f"]
+        np.matmul(da, W, out=dh_next)  # dh = d(pre) @ W_hh
+
+    grads = {
+        "weight_hh": dA.reshape(T * N, GH).T @ hs[:-1].reshape(T * N, H),
+        "bias_hh": dA.sum(axis=(0, 1)),
+    }
+    grads["bias_ih"] = grads["bias_hh"].copy()
+    if peephole:
+        grads["peephole"] = np.stack(
+            [
+                np.einsum("tnh,tnh->h", dA[:, :, sl[g]], cs[1:] if g == "o" else cs[:-1])
+                for g in peephole_names(coupled)
+            ]
+        )
+    return dA, (dh_next.copy(), dc.copy()), grads

@@ -1,0 +1,64 @@
+"""Vanilla (Elman) RNN layer over a chunk, as in min-char-rnn.  Shapes: T time, N batch, H hidden.
+
+    h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn.cells.workspace import Workspace
+
+
+def gate_count(coupled: bool = False) -> int:
+    return 1
+
+
+def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
+    return np.ones(hidden, dtype=dtype)
+
+
+def input_bias(p: dict) -> np.ndarray:
+    return p["bias_ih"] + p["bias_hh"]
+
+
+def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
+    """xw (T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
+    Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
+    T, N, H = xw.shape
+    (h0,) = state0
+    W_T = p["weight_hh"].T
+    hs = ws.get("hs", (T + 1, N, H), xw.dtype)
+    hs[0] = h0
+    for t in range(T):
+        h = hs[t + 1]
+        np.matmul(hs[t], W_T, out=h)  # the one GEMM per step
+        h += xw[t]
+        np.tanh(h, out=h)
+    return hs, (hs[T].copy(),), (hs, p)
+
+
+def backward(dhs, dstateT, cache, ws: Workspace):
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (T, N, H), (dh0,) and weight_hh/bias grads."""
+    hs, p = cache
+    T1, N, H = hs.shape
+    T = T1 - 1
+    W = p["weight_hh"]
+    da = ws.get("da", (T, N, H), hs.dtype)
+    np.multiply(hs[1:], hs[1:], out=da)
+    np.subtract(1, da, out=da)  # tanh' = 1 - h'^2, for the whole chunk
+    dh_next = ws.get("dh_next", (N, H), hs.dtype)
+    if dstateT is None:
+        dh_next.fill(0)
+    else:
+        dh_next[...] = dstateT[0]
+    for t in range(T - 1, -1, -1):
+        dh_next += dhs[t]
+        da[t] *= dh_next
+        np.matmul(da[t], W, out=dh_next)
+    grads = {
+        "weight_hh": da.reshape(T * N, H).T @ hs[:-1].reshape(T * N, H),
+        "bias_hh": da.sum(axis=(0, 1)),
+    }
+    grads["bias_ih"] = grads["bias_hh"].copy()
+    return da, (dh_next.copy(),), grads

@@ -1,0 +1,38 @@
+"""Scratch arrays reused from call to call, so the time loop of a chunk allocates nothing.
+
+glibc returns multi-MB blocks to the OS on every free; allocating fresh (T, N, G*H) arrays per chunk turns into
+page-fault storms. Each layer owns one Workspace; its arrays live until the next call with the same name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Workspace:
+    """Named arrays, reallocated only when a shape or dtype changes."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised array of this shape: the caller overwrites it completely."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype)
+        return a
+
+    def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        a = self.get(name, shape, dtype)
+        a.fill(0)
+        return a
+
+
+def activation_slope(acts: np.ndarray, tanh_mask: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once.
+
+    sigmoid: y (1 - y);  tanh: (1 - y)(1 + y).  Both are (1 - y)(y + e) with e = 0 or 1 per gate column.
+    """
+    np.subtract(1, acts, out=out)
+    out *= acts + tanh_mask
+    return out

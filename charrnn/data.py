@@ -1,0 +1,171 @@
+"""Reading a corpus into one index array, splitting it, and cutting it into B parallel streams.
+
+The file is read in blocks (never as one Python string), twice: a first pass finds the vocabulary and the
+SHA-256, a second encodes straight into a preallocated index array of the smallest dtype that fits.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.vocab import Vocab, describe_chars
+
+BLOCK = 1 << 23  # bytes read at a time
+MAX_CODE_POINT = 0x10FFFF
+
+
+@dataclass
+class Corpus:
+    """A text file as an index array, with what a checkpoint records about it."""
+
+    name: str
+    size: int  # bytes on disk
+    sha256: str
+    vocab: Vocab
+    data: np.ndarray  # (n,) indices into vocab
+
+    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val): validation is the last val_frac of the text, contiguous (like nanoGPT, torch-rnn)."""
+        if not 0.0 <= val_frac < 1.0:
+            raise CharrnnError(f"val_frac must be in [0, 1), got {val_frac}")
+        n_val = int(round(len(self.data) * val_frac))
+        return self.data[: len(self.data) - n_val], self.data[len(self.data) - n_val :]
+
+
+def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.ndarray]:
+    """Yield the file's code points block by block; decoding errors name the byte offset."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError:
+        raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    ascii_ok = codecs.lookup(encoding).name in ("utf-8", "ascii", "latin-1", "iso8859-1", "cp1252")
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(BLOCK)
+                final = not block
+                if hasher is not None:
+                    hasher.update(block)
+                raw = np.frombuffer(block, np.uint8)
+                pending = len(decoder.getstate()[0])
+                if ascii_ok and not final and pending == 0 and (raw.size == 0 or raw.max() < 0x80):
+                    yield raw  # ASCII fast path: bytes are code points
+                else:
+                    try:
+                        text = decoder.decode(block, final=final)
+                    except UnicodeDecodeError as e:
+                        at = offset - pending + e.start
+                        raise CharrnnError(
+                            f"{path} is not valid {encoding}: {e.reason} at byte offset {at} "
+                            f"(pass --encoding if the file uses another encoding)"
+                        ) from None
+                    yield np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+                if final:
+                    return
+                offset += len(block)
+    except OSError as e:
+        raise CharrnnError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def check_path(path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CharrnnError(f"corpus {path} does not exist")
+    if path.is_dir():
+        raise CharrnnError(f"corpus {path} is a directory, not a text file")
+    if path.stat().st_size == 0:
+        raise CharrnnError(f"corpus {path} is empty")
+    return path
+
+
+def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None) -> Corpus:
+    """Read and encode a text file.  With a given vocab (resume, eval), unknown characters are an error."""
+    path = check_path(path)
+    hasher = hashlib.sha256()
+    seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
+    n = 0
+    for cps in _code_point_blocks(path, encoding, hasher):
+        if cps.size and cps.min() == 0:
+            raise CharrnnError(f"{path} looks binary: it contains NUL bytes (not a text file)")
+        seen[cps] = True
+        n += cps.size
+    if n == 0:
+        raise CharrnnError(f"corpus {path} is empty")
+    found = Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32))
+    if vocab is None:
+        vocab = found
+    else:
+        unknown = [ch for ch in found.chars if ch not in vocab]
+        if unknown:
+            raise CharrnnError(f"{path} has {len(unknown)} character(s) outside the vocabulary: "
+                               f"{describe_chars(unknown)}")
+    data = np.empty(n, dtype=vocab.dtype)
+    at = 0
+    for cps in _code_point_blocks(path, encoding):
+        data[at : at + cps.size] = vocab.encode_code_points(cps)
+        at += cps.size
+    return Corpus(name=path.name, size=path.stat().st_size, sha256=hasher.hexdigest(), vocab=vocab, data=data)
+
+
+def corpus_from_text(text: str, name: str = "<text>") -> Corpus:
+    """An in-memory corpus (tests, small experiments)."""
+    if not text:
+        raise CharrnnError("corpus is empty")
+    vocab = Vocab.from_text(text)
+    raw = text.encode("utf-8")
+    return Corpus(name, len(raw), hashlib.sha256(raw).hexdigest(), vocab, vocab.encode(text))
+
+
+class Streams:
+    """A split cut into B contiguous streams, as char-rnn does it.
+
+    Stream b covers data[b*S : (b+1)*S + 1] with S = (n - 1) // B.  Chunk j of an epoch is columns
+    [j*T, (j+1)*T) of every stream; targets are the inputs shifted by one character.  The position is just the
+    chunk number, held by the caller, so a run can stop and continue at exactly the same place.
+    """
+
+    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split: str = "train"):
+        if batch_size < 1 or seq_len < 1:
+            raise CharrnnError("batch size and sequence length must be positive")
+        n = len(data)
+        self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
+        self.stream_len = (n - 1) // batch_size if n > 0 else 0
+        self.chunks = self.stream_len // seq_len  # per epoch
+        if self.chunks == 0:
+            fit = (n - 1) // seq_len
+            hint = f"--batch-size {fit} would fit" if fit >= 1 else f"it needs at least {seq_len + 1} characters"
+            raise CharrnnError(
+                f"the {split} split has {n} characters, too short for one chunk of --batch-size {batch_size} x "
+                f"--seq-len {seq_len} (needs {batch_size * seq_len + 1}); {hint}, or use a longer corpus"
+            )
+        self._starts = np.arange(batch_size) * self.stream_len
+
+    def batch(self, chunk: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets (B, T) of chunk number `chunk` (0 <= chunk < self.chunks)."""
+        T = self.seq_len if length is None else length
+        idx = (self._starts + chunk * self.seq_len)[:, None] + np.arange(T + 1)
+        window = self.data[idx]
+        return window[:, :-1], window[:, 1:]
+
+
+def eval_batches(data: np.ndarray, batch_size: int, seq_len: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every character of a split (but the < B left over by the stream cut) in (B, T) chunks, the last shorter,
+    for evaluation with carried state.  Uses fewer streams when the split is short."""
+    n = len(data)
+    if n < 2:
+        return
+    B = max(1, min(batch_size, (n - 1) // seq_len))
+    streams = Streams(data, B, min(seq_len, (n - 1) // B))
+    for j in range(streams.chunks):
+        yield streams.batch(j)
+    tail = streams.stream_len - streams.chunks * streams.seq_len
+    if tail:
+        yield streams.batch(streams.chunks, tail)

@@ -1,0 +1,242 @@
+"""A stack of recurrent layers, inverted dropout, a linear decoder and the softmax cross-entropy loss.
+
+Shapes: N batch, T time, V vocabulary, H hidden, L layers.  Callers pass (N, T) index arrays like char-rnn;
+inside, everything is time-major (T, N, .) so each step's slice is contiguous.  Parameters use PyTorch's names,
+shapes and gate order (`weight_ih_l0` (G*H, V), ..., `decoder.weight` (V, H)), so weights move one-to-one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from charrnn.cells import CELLS, STATE_NAMES
+from charrnn.cells.workspace import Workspace
+from charrnn.errors import CharrnnError
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the model's shape and arithmetic."""
+
+    vocab_size: int
+    cell: str = "lstm"  # lstm | gru | rnn
+    hidden: int = 256  # H, units per layer
+    layers: int = 2  # L, stacked layers
+    dropout: float = 0.0  # inverted dropout between layers and before the decoder (training only)
+    peephole: bool = False  # LSTM peephole connections (Gers & Schmidhuber, 2000)
+    coupled: bool = False  # LSTM coupled input-forget gates, f = 1 - i
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise CharrnnError(f"unknown cell type {self.cell!r}; choose from {', '.join(CELLS)}")
+        if self.dtype not in DTYPES:
+            raise CharrnnError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        if self.vocab_size < 1 or self.hidden < 1 or self.layers < 1:
+            raise CharrnnError("vocab_size, hidden and layers must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharrnnError(f"dropout must be in [0, 1), got {self.dropout}")
+        if (self.peephole or self.coupled) and self.cell != "lstm":
+            raise CharrnnError("peephole and coupled gates are LSTM options")
+
+    @property
+    def gates(self) -> int:
+        return CELLS[self.cell].gate_count(self.coupled)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter, in a fixed order (PyTorch's names)."""
+    G, H = cfg.gates, cfg.hidden
+    shapes = {}
+    for k in range(cfg.layers):
+        shapes[f"weight_ih_l{k}"] = (G * H, cfg.vocab_size if k == 0 else H)
+        shapes[f"weight_hh_l{k}"] = (G * H, H)
+        shapes[f"bias_ih_l{k}"] = (G * H,)
+        shapes[f"bias_hh_l{k}"] = (G * H,)
+        if cfg.peephole:
+            shapes[f"peephole_l{k}"] = (G - 1, H)
+    shapes["decoder.weight"] = (cfg.vocab_size, H)
+    shapes["decoder.bias"] = (cfg.vocab_size,)
+    return shapes
+
+
+def init_params(cfg: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """PyTorch's uniform(-1/sqrt(H), 1/sqrt(H)) weights; zero biases except the LSTM forget gate's, which is 1
+    so that early gradients flow through the cell state (Gers et al., 2000; Jozefowicz et al., 2015)."""
+    bound = 1.0 / np.sqrt(cfg.hidden)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        if "bias" in name or name.startswith("peephole"):
+            p = np.zeros(shape, dtype=cfg.dtype)
+        else:
+            p = rng.uniform(-bound, bound, size=shape).astype(cfg.dtype)
+        params[name] = p
+    if cfg.cell == "lstm" and not cfg.coupled:
+        H = cfg.hidden
+        for k in range(cfg.layers):
+            params[f"bias_ih_l{k}"][H : 2 * H] = 1.0
+    return params
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, grad: bool = True):
+    """Mean softmax cross-entropy in nats, from max-subtracted log-softmax.  logits (M, V), targets (M,).
+    Returns (loss, dlogits); dlogits overwrites logits (None when grad is False)."""
+    M = logits.shape[0]
+    rows = np.arange(M)
+    logits -= logits.max(axis=1, keepdims=True)
+    target_logit = logits[rows, targets]
+    np.exp(logits, out=logits)
+    total = logits.sum(axis=1, keepdims=True)
+    loss = float(np.sum(np.log(total[:, 0]) - target_logit)) / M
+    if not grad:
+        return loss, None
+    logits /= total  # softmax
+    logits[rows, targets] -= 1
+    logits /= M
+    return loss, logits
+
+
+class Model:
+    """Parameters plus the chunk forward/backward used in training, evaluation and sampling."""
+
+    def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.params = params
+        self.cell = CELLS[cfg.cell]
+        self.dtype = np.dtype(cfg.dtype)
+        self._ws = [Workspace() for _ in range(cfg.layers)]
+        self._head = Workspace()
+
+    @classmethod
+    def create(cls, cfg: ModelConfig, rng: np.random.Generator) -> Model:
+        return cls(cfg, init_params(cfg, rng))
+
+    def num_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def layer(self, k: int) -> dict[str, np.ndarray]:
+        """Layer k's parameters under their unsuffixed names (weight_ih, ..., peephole)."""
+        suffix = f"_l{k}"
+        return {n[: -len(suffix)]: p for n, p in self.params.items() if n.endswith(suffix)}
+
+    def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        """Zero state: one (L, N, H) array per state name of the cell (h, or h and c)."""
+        shape = (self.cfg.layers, batch, self.cfg.hidden)
+        return tuple(np.zeros(shape, self.dtype) for _ in STATE_NAMES[self.cfg.cell])
+
+    def dropout_masks(self, rng: np.random.Generator, T: int, N: int) -> list[np.ndarray] | None:
+        """Inverted-dropout masks for each layer's output: 0 or 1/(1-p), so evaluation needs no rescaling."""
+        p = self.cfg.dropout
+        if p == 0:
+            return None
+        shape = (T, N, self.cfg.hidden)
+        return [(rng.random(shape, dtype=self.dtype) >= p).astype(self.dtype) / self.dtype.type(1 - p)
+                for _ in range(self.cfg.layers)]
+
+    def forward(self, x, state, masks=None):
+        """x (N, T) indices, state a tuple of (L, N, H) arrays, masks a list of L (T, N, H) arrays or None.
+        Returns logits (T*N, V) time-major, the final state and a cache for backward."""
+        cfg, cell = self.cfg, self.cell
+        xt = np.asarray(x).T  # (T, N)
+        T, N = xt.shape
+        G, H = cfg.gates, cfg.hidden
+        caches, final = [], [np.empty_like(s) for s in state]
+        inp = None
+        for k in range(cfg.layers):
+            p, ws = self.layer(k), self._ws[k]
+            scale = cell.gate_scale(H, self.dtype, cfg.coupled)
+            bias = cell.input_bias(p)
+            xw = ws.get("xw", (T, N, G * H), self.dtype)
+            if k == 0:  # one-hot input: a row gather from (W_ih^T + b) * scale, never a one-hot matrix
+                table = (p["weight_ih"].T + bias) * scale
+                np.take(table, xt, axis=0, out=xw)
+            else:  # one GEMM over the whole chunk
+                np.matmul(inp.reshape(T * N, H), p["weight_ih"].T * scale, out=xw.reshape(T * N, G * H))
+                xw += bias * scale
+            hs, stateT, cell_cache = cell.forward(
+                xw, tuple(s[k] for s in state), p, ws, cfg.peephole, cfg.coupled
+            )
+            for f, s in zip(final, stateT, strict=True):
+                f[k] = s
+            out = hs[1:]
+            if masks is not None:
+                out = np.multiply(out, masks[k], out=ws.get("dropped", out.shape, self.dtype))
+            caches.append((xt if k == 0 else inp, cell_cache, masks[k] if masks is not None else None))
+            inp = out
+        h_top = inp.reshape(T * N, H)
+        logits = self._head.get("logits", (T * N, cfg.vocab_size), self.dtype)
+        np.matmul(h_top, self.params["decoder.weight"].T, out=logits)
+        logits += self.params["decoder.bias"]
+        return logits, tuple(final), (caches, h_top, T, N)
+
+    def backward(self, dlogits, cache, dstate=None):
+        """dlogits (T*N, V), dstate the gradient of the final state (or None, as in truncated BPTT).
+        Returns the parameter gradients (keyed like params) and the gradient of the initial state."""
+        cfg, cell = self.cfg, self.cell
+        caches, h_top, T, N = cache
+        H = cfg.hidden
+        grads = {
+            "decoder.weight": dlogits.T @ h_top,
+            "decoder.bias": dlogits.sum(axis=0),
+        }
+        dh = (dlogits @ self.params["decoder.weight"]).reshape(T, N, H)
+        dstate0 = [np.empty((cfg.layers, N, H), self.dtype) for _ in STATE_NAMES[cfg.cell]]
+        for k in range(cfg.layers - 1, -1, -1):
+            inp, cell_cache, mask = caches[k]
+            p, ws = self.layer(k), self._ws[k]
+            if mask is not None:
+                dh *= mask
+            dstateT = None if dstate is None else tuple(s[k] for s in dstate)
+            dxw, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
+            for d, s in zip(dstate0, ds0, strict=True):
+                d[k] = s
+            dxw2 = dxw.reshape(T * N, -1)
+            if k == 0:
+                g["weight_ih"] = scatter_rows(dxw2, inp.ravel(), cfg.vocab_size).T
+            else:
+                g["weight_ih"] = dxw2.T @ inp.reshape(T * N, H)
+                dh = np.matmul(dxw2, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype))
+                dh = dh.reshape(T, N, H)
+            for name, grad in g.items():
+                grads[f"{name}_l{k}"] = grad
+        return grads, tuple(dstate0)
+
+    def loss_and_grads(self, x, y, state, rng=None, masks=None):
+        """One training chunk: forward, loss, backward.  x, y (N, T).  Dropout masks come from rng unless given.
+        Returns (loss in nats/char, grads, final state)."""
+        if masks is None and rng is not None:
+            masks = self.dropout_masks(rng, x.shape[1], x.shape[0])
+        logits, final, cache = self.forward(x, state, masks)
+        loss, dlogits = cross_entropy(logits, np.asarray(y).T.ravel())
+        grads, _ = self.backward(dlogits, cache)
+        return loss, grads, final
+
+    def evaluate(self, x, y, state):
+        """Forward only, no dropout.  Returns (summed loss in nats, number of characters, final state)."""
+        logits, final, _ = self.forward(x, state)
+        loss, _ = cross_entropy(logits, np.asarray(y).T.ravel(), grad=False)
+        return loss * logits.shape[0], logits.shape[0], final
+
+    def step(self, idx, state):
+        """One character per stream, for sampling: idx (N,) -> logits (N, V), next state."""
+        logits, final, _ = self.forward(np.asarray(idx).reshape(-1, 1), state)
+        return logits, final
+
+
+def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
+    """out[v] = sum of rows[m] where index[m] == v: the weight gradient of a one-hot input, computed by sorting
+    the rows by index and summing each run (np.add.reduceat), never with a one-hot matrix.  rows (M, K)."""
+    order = np.argsort(index, kind="stable")
+    counts = np.bincount(index, minlength=size)
+    present = np.flatnonzero(counts)
+    starts = np.concatenate(([0], np.cumsum(counts[present])[:-1]))
+    out = np.zeros((size, rows.shape[1]), rows.dtype)
+    out[present] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
