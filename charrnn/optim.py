@@ -45,6 +45,9 @@ class Optimizer:
         return out
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        missing = [f"optim.{k}" for k in [*self.state, "t"] if f"optim.{k}" not in arrays]
+        if missing:
+            raise CharrnnError(f"optimiser state is missing {', '.join(missing[:3])} (saved by another optimiser?)")
         for k, v in self.state.items():
             src = arrays[f"optim.{k}"]
             if src.shape != v.shape:

@@ -1,0 +1,27 @@
+"""Named configurations.  Explicit command-line options override a preset's values.
+
+`default` is tuned for the best validation loss a 2-core machine reaches in about 10 minutes on
+tiny-shakespeare (see README, bench/quality.py).  `char-rnn` and `min-char-rnn` reproduce the classics.
+"""
+
+PRESETS: dict[str, dict] = {
+    "default": dict(
+        cell="lstm", layers=2, hidden=256, dropout=0.2,
+        seq_len=64, batch_size=64, optimizer="adam", lr=2e-3, lr_schedule="constant", clip=5.0, clip_mode="norm",
+    ),
+    # Karpathy's char-rnn train.lua defaults: LSTM 2x128, seq_length 50, batch 50, RMSprop 2e-3 (decay 0.95),
+    # gradients clamped element-wise at 5, lr *= 0.97 every epoch after epoch 10, 50 epochs, 5% validation.
+    "char-rnn": dict(
+        cell="lstm", layers=2, hidden=128, dropout=0.0,
+        seq_len=50, batch_size=50, optimizer="rmsprop", lr=2e-3, lr_schedule="step", lr_decay=0.97,
+        lr_decay_after=10, clip=5.0, clip_mode="value", epochs=50, val_frac=0.05, eval_every=1000,
+        save_every=1000,
+    ),
+    # Karpathy's min-char-rnn gist: vanilla RNN, hidden 100, seq_length 25, one stream, Adagrad 0.1,
+    # gradients clipped element-wise to [-5, 5].
+    "min-char-rnn": dict(
+        cell="rnn", layers=1, hidden=100, dropout=0.0,
+        seq_len=25, batch_size=1, optimizer="adagrad", lr=0.1, lr_schedule="constant", clip=5.0,
+        clip_mode="value", val_frac=0.0, eval_every=1000, save_every=1000, sample_every=1000,
+    ),
+}

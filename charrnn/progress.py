@@ -1,0 +1,116 @@
+"""What training shows: a rich banner, a tqdm bar on a terminal (plain log lines otherwise), a summary.
+
+Rich output is printed before and after the bar, never during it; lines during training go through tqdm.write.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from charrnn.train import LN2, Reporter
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+class TrainingReporter(Reporter):
+    """A bar when stdout and stderr are terminals, else a plain line every log_every steps; quiet: nothing."""
+
+    def __init__(self, quiet: bool = False, log_every: int = 100, console: Console | None = None):
+        self.quiet = quiet
+        self.log_every = log_every
+        self.console = console or Console(highlight=False)
+        self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
+        self.bar = None
+        self.loss_ema, self.updates = 0.0, 0
+        self.speed = None
+        self._last_elapsed = 0.0
+
+    def start(self, info: dict) -> None:
+        if self.quiet:
+            return
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan")
+        table.add_column()
+        for key, value in info.items():
+            table.add_row(key, str(value))
+        self.console.print(table)
+
+    def update(self, s: dict) -> None:
+        self.loss_ema, self.updates = 0.98 * self.loss_ema + 0.02 * s["loss"], self.updates + 1
+        self.smoothed = self.loss_ema / (1 - 0.98**self.updates)  # bias-corrected moving average
+        dt = s["elapsed"] - self._last_elapsed
+        self._last_elapsed = s["elapsed"]
+        if dt > 0:
+            rate = s["chars"] / dt
+            self.speed = rate if self.speed is None else 0.9 * self.speed + 0.1 * rate
+        if self.quiet:
+            return
+        fields = {"loss": f"{self.smoothed:.3f}", "val": "-" if s["val"] is None else f"{s['val']:.3f}",
+                  "|g|": f"{s['norm']:.2f}", "chars/s": f"{self.speed or 0:,.0f}"}
+        if self.interactive:
+            if self.bar is None:
+                total = s["total"]
+                self.bar = tqdm(total=total, initial=s["step"] - 1, unit="step", file=sys.stderr,
+                                dynamic_ncols=True, leave=False)
+            self.bar.set_postfix(fields, refresh=False)
+            self.bar.update(1)
+        elif s["step"] % self.log_every == 0:
+            total = f"/{s['total']}" if s["total"] else ""
+            line = (f"step {s['step']}{total} | epoch {s['epoch']:.2f} | loss {self.smoothed:.4f} | "
+                    f"val {fields['val']} | |g| {fields['|g|']} | lr {s['lr']:.3g} | {fields['chars/s']} chars/s | "
+                    f"{human_duration(s['elapsed'])}")
+            print(line, flush=True)
+
+    def log(self, line: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            tqdm.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    """The closing table: why it stopped, how far it got, the best validation loss, where the files are."""
+    table = Table(title="charrnn train: done" if summary["reason"] in ("steps", "epochs", "time")
+                  else f"charrnn train: {summary['reason']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("stopped by", {"steps": "--steps reached", "epochs": "--epochs reached",
+                                 "time": "--time-limit reached", "interrupted": "Ctrl-C (SIGINT)",
+                                 "terminated": "SIGTERM"}[summary["reason"]])
+    table.add_row("steps", f"{summary['steps']:,} ({summary['steps_this_run']:,} in this run)")
+    table.add_row("epochs", f"{summary['epochs']:.2f}")
+    total = human_duration(summary["elapsed_total"])
+    table.add_row("time", f"{human_duration(summary['time'])} (total training {total})")
+    best = summary["best_val_loss"]
+    if best is not None and math.isfinite(best):
+        table.add_row("best val loss",
+                      f"{best:.4f} nats/char = {best / LN2:.3f} bits/char (step {summary['best_step']})")
+    table.add_row("latest", summary["latest"])
+    if summary["best"]:
+        table.add_row("best", summary["best"])
+    console.print(table)
