@@ -45,6 +45,8 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.nd
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):  # base64, rot13, hex: not bytes -> text
+        raise CharrnnError(f"{encoding!r} is not a text encoding")
     ascii_ok = codecs.lookup(encoding).name in ("utf-8", "ascii", "latin-1", "iso8859-1", "cp1252")
     offset = 0
     try:
