@@ -68,15 +68,22 @@ def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None
         os.close(dir_fd)
 
 
+def remove_stale_temp_files(directory) -> None:
+    """Delete temp files a killed save left behind (`.latest.npz.*.tmp`); the real files are never touched."""
+    for tmp in Path(directory).glob(".*.npz.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise CharrnnError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CharrnnError(f"checkpoint {path} is a directory")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise CharrnnError(f"{path} is not a charrnn checkpoint (a bare .npy array, not an .npz)")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise CharrnnError(f"{path} is not a charrnn checkpoint (a bare .npy array, not an .npz)")
+        with z:
             return {k: z[k] for k in z.files}
     except CharrnnError:
         raise

@@ -59,9 +59,10 @@ class GroupedCommand(click.Command):
     def format_options(self, ctx, formatter):
         groups: dict[str, list] = {}
         for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if record:
                 groups.setdefault(getattr(param, "group", "Other"), []).append(record)
+        groups["Other"] = groups.pop("Other", [])  # --help last
         for title, records in groups.items():
             with formatter.section(title):
                 formatter.write_dl(records)

@@ -30,11 +30,12 @@ class Optimizer:
         self.t += 1
         for k, p in params.items():
             g = grads[k]
-            if self.weight_decay and p.ndim > 1 and not self.decoupled:
-                g += self.weight_decay * p  # L2 penalty through the gradient
+            if self.weight_decay and p.ndim > 1:
+                if self.decoupled:
+                    p *= p.dtype.type(1 - lr * self.weight_decay)  # as PyTorch's AdamW: decay, then the step
+                else:
+                    g += self.weight_decay * p  # L2 penalty through the gradient
             self.update(k, p, g, lr)
-            if self.weight_decay and p.ndim > 1 and self.decoupled:
-                p -= (lr * self.weight_decay) * p
 
     def update(self, k: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
         raise NotImplementedError
@@ -129,7 +130,7 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): p -= lr wd p after the Adam step."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): p *= 1 - lr wd, then the Adam step."""
 
     name, decoupled = "adamw", True
 

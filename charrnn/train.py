@@ -194,8 +194,9 @@ class Trainer:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
         x, y = self.streams.batch(self.chunk)
         lr = self.lr
-        loss, grads, state = self.model.loss_and_grads(x, y, self.state, self.rng)
-        norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
+            loss, grads, state = self.model.loss_and_grads(x, y, self.state, self.rng)
+            norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
         if not math.isfinite(loss) or not math.isfinite(norm):
             what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
             last = self.out / "latest.npz"
@@ -227,6 +228,7 @@ class Trainer:
     def run(self) -> Outcome:
         cfg, rep = self.cfg, self.reporter
         self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temp_files(self.out)
         caught = []
 
         def on_signal(signum, frame):

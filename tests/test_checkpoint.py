@@ -1,0 +1,132 @@
+"""Checkpoint files: round trip, atomic writes, and refusal of anything damaged, foreign or pickled."""
+
+import json
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint
+from charrnn.errors import CharrnnError
+from charrnn.model import Model, ModelConfig
+from charrnn.optim import make_optimizer
+from charrnn.vocab import Vocab
+
+
+@pytest.fixture
+def saved(tmp_path):
+    vocab = Vocab.from_text("hello wörld\n")
+    model = Model.create(ModelConfig(vocab_size=len(vocab), hidden=8, layers=2, cell="lstm"),
+                         np.random.default_rng(0))
+    optim = make_optimizer("adam", model.params)
+    state = tuple(np.full(s.shape, 0.5, np.float32) for s in model.initial_state(3))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, model, vocab, {"progress": {"step": 3}}, optim.state_dict(), state)
+    return path, model, vocab, optim, state
+
+
+def test_round_trip(saved):
+    path, model, vocab, optim, state = saved
+    ck = checkpoint.load(path)
+    assert ck.vocab == vocab and ck.model.cfg == model.cfg
+    for k, p in model.params.items():
+        np.testing.assert_array_equal(ck.model.params[k], p)
+        assert ck.model.params[k].dtype == np.float32
+    assert set(ck.optim) == set(optim.state_dict())
+    np.testing.assert_array_equal(ck.state[1], state[1])
+    assert ck.meta["format"] == "charrnn-checkpoint" and ck.meta["version"] == 1
+    assert ck.meta["progress"] == {"step": 3}
+
+
+def test_loads_without_pickle_and_stores_metadata_as_bytes(saved):
+    path = saved[0]
+    with np.load(path, allow_pickle=False) as z:
+        assert z["meta"].dtype == np.uint8 and z["vocab"].dtype == np.int32
+        assert all(z[k].dtype != object for k in z.files)
+        json.loads(z["meta"].tobytes())
+
+
+def rewrite(path, change):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def set_meta(arrays, **fields):
+    meta = {**json.loads(arrays["meta"].tobytes()), **fields}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda a: a.pop("weight_hh_l1"), "missing parameter 'weight_hh_l1'"),
+    (lambda a: a.update(weight_hh_l0=np.zeros((3, 3), np.float32)), "parameter 'weight_hh_l0'"),
+    (lambda a: a.update(weight_hh_l0=a["weight_hh_l0"].astype(np.float64)), "expected float32"),
+    (lambda a: a.pop("meta"), "no metadata"),
+    (lambda a: a.update(meta=np.frombuffer(b"{not json", np.uint8)), "damaged metadata"),
+    (lambda a: set_meta(a, format="something-else"), "not a charrnn checkpoint"),
+    (lambda a: set_meta(a, version=99), "format version 99"),
+    (lambda a: a.update(vocab=a["vocab"][:-1]), "vocabulary has"),
+    (lambda a: a.update(extra=np.zeros(2)), "unexpected entries: extra"),
+    (lambda a: set_meta(a, model={"cell": "lstm"}), "invalid model configuration"),
+])
+def test_refuses_inconsistent_checkpoints(saved, damage, message):
+    path = saved[0]
+    rewrite(path, damage)
+    with pytest.raises(CharrnnError, match=message):
+        checkpoint.load(path)
+
+
+def test_refuses_truncated_files(saved):
+    path = saved[0]
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CharrnnError):
+            checkpoint.load(path)
+
+
+def test_refuses_pickles_foreign_files_and_missing_paths(tmp_path):
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, meta=np.array([{"evil": True}], dtype=object))
+    with pytest.raises(CharrnnError, match="pickle"):
+        checkpoint.load(pickled)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    with pytest.raises(CharrnnError, match="not a charrnn checkpoint"):
+        checkpoint.load(foreign)
+    bare = tmp_path / "bare.npy"
+    np.save(bare, np.zeros(3))
+    with pytest.raises(CharrnnError, match="not a charrnn checkpoint"):
+        checkpoint.load(bare)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CharrnnError):
+        checkpoint.load(text)
+    with pytest.raises(CharrnnError, match="does not exist"):
+        checkpoint.load(tmp_path / "nope.npz")
+    with pytest.raises(CharrnnError, match="directory"):
+        checkpoint.load(tmp_path)
+
+
+def test_failed_save_leaves_previous_file_and_no_temp(saved, monkeypatch):
+    path, model, vocab, optim, state = saved
+    before = path.read_bytes()
+
+    def explode(f, **arrays):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.np, "savez", explode)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, model, vocab, {}, optim.state_dict(), state)
+    assert path.read_bytes() == before
+    assert list(path.parent.glob(".*tmp")) == []
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    stale = tmp_path / ".latest.npz.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "latest.npz"
+    keep.write_bytes(b"x")
+    checkpoint.remove_stale_temp_files(tmp_path)
+    assert not stale.exists() and keep.exists()

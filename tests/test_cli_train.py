@@ -1,0 +1,157 @@
+"""`charrnn train` through click's CliRunner and the installed entry point: runs, presets, resume and every
+bad input — one clear line on stderr, a non-zero exit, no traceback, no damaged file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn import checkpoint
+from charrnn.cli import main
+
+TEXT = "".join(f"{i} green bottles, hanging on the wall; and if one green bottle should accidentally fall...\n"
+               for i in range(40))
+SMALL = ["-B", "4", "-T", "16", "-H", "16", "-L", "1", "--eval-every", "5", "--save-every", "5"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "bottles.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def train(*args):
+    return CliRunner().invoke(main, ["train", *map(str, args)])
+
+
+def assert_one_line_error(result, code, fragment):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any(fragment in line for line in lines), result.stderr
+    if code == 1:
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+
+
+def test_train_writes_checkpoints_logs_and_summary(tmp_path, corpus):
+    result = train(corpus, "--out", tmp_path / "ck", "--steps", "10", "--log-every", "5", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "step 5/10 | epoch" in result.stdout and "step 10/10" in result.stdout  # plain lines, no bar
+    assert "val " in result.stdout and "bits/char" in result.stdout
+    assert "--steps reached" in result.stdout and "best val loss" in result.stdout
+    assert (tmp_path / "ck" / "latest.npz").exists() and (tmp_path / "ck" / "best.npz").exists()
+    ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
+    assert ck.meta["progress"]["step"] == 10 and ck.model.cfg.hidden == 16
+
+
+def test_quiet_prints_only_the_summary(tmp_path, corpus):
+    result = train(corpus, "--out", tmp_path / "ck", "--steps", "10", "--quiet", "--log-every", "1", *SMALL)
+    assert result.exit_code == 0
+    assert "step 1/10" not in result.stdout and "corpus" not in result.stdout and "--steps reached" in result.stdout
+
+
+def test_resume_continues_history_and_refuses_shape_changes(tmp_path, corpus):
+    out = tmp_path / "ck"
+    assert train(corpus, "--out", out, "--steps", "10", *SMALL).exit_code == 0
+    result = train(corpus, "--out", out, "--steps", "20", "--lr", "1e-3", "--resume")
+    assert result.exit_code == 0, result.output
+    ck = checkpoint.load(out / "latest.npz")
+    assert [h["step"] for h in ck.meta["history"]] == [5, 10, 15, 20]
+    assert ck.meta["train"]["lr"] == 1e-3 and ck.meta["train"]["batch_size"] == 4  # kept from the checkpoint
+    before = (out / "latest.npz").read_bytes()
+    assert_one_line_error(train(corpus, "--out", out, "--steps", "30", "--hidden", "32", "--resume"), 1,
+                          "--hidden 32 differs from the checkpoint's 16")
+    assert_one_line_error(train(corpus, "--out", out, "--preset", "char-rnn", "--resume"), 1, "--preset")
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.replace("wall", "hall"))
+    assert_one_line_error(train(other, "--out", out, "--steps", "30", "--resume"), 1, "--force")
+    assert (out / "latest.npz").read_bytes() == before
+    assert train(other, "--out", out, "--steps", "25", "--resume", "--force").exit_code == 0
+
+
+def test_presets_and_explicit_overrides(tmp_path, corpus):
+    result = train(corpus, "--out", tmp_path / "ck", "--preset", "min-char-rnn", "--hidden", "24", "--steps", "3")
+    assert result.exit_code == 0, result.output
+    ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
+    assert (ck.model.cfg.cell, ck.model.cfg.layers, ck.model.cfg.hidden) == ("rnn", 1, 24)
+    t = ck.meta["train"]
+    assert (t["seq_len"], t["batch_size"], t["optimizer"], t["lr"], t["clip_mode"]) == (25, 1, "adagrad", 0.1, "value")
+
+
+def test_help_groups_options_and_shows_defaults():
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    for heading in ("Data:", "Model:", "Optimisation:", "Length (whichever comes first):", "Checkpoints and output:"):
+        assert heading in result.output
+    assert "Units per layer. [default: 256; x>=1]" in " ".join(result.output.split())  # wrapping aside
+
+
+def write_bytes(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: d / "missing.txt", "does not exist"),
+    (lambda d: write_bytes(d, "empty.txt", b""), "is empty"),
+    (lambda d: write_bytes(d, "binary.bin", b"\x7fELF\x00\x01\x02" * 100), "binary"),
+    (lambda d: write_bytes(d, "latin1.txt", "caf\u00e9 ".encode("latin-1") * 500), "byte offset 3"),
+    (lambda d: d, "is a directory"),
+    (lambda d: write_bytes(d, "short.txt", b"too short"), "too short for one chunk"),
+])
+def test_bad_corpora(tmp_path, make, fragment):
+    assert_one_line_error(train(make(tmp_path), "--out", tmp_path / "ck", "--steps", "2"), 1, fragment)
+    assert not (tmp_path / "ck" / "latest.npz").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lr", "-1"], "--lr"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--model", "transformer"], "--model"),
+    (["--time-limit", "soon"], "not a duration"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--clip-mode", "sometimes"], "--clip-mode"),
+])
+def test_bad_option_values_exit_2(corpus, args, fragment):
+    assert_one_line_error(train(corpus, *args), 2, fragment)
+
+
+def test_cosine_needs_a_length(tmp_path, corpus):
+    assert_one_line_error(train(corpus, "--out", tmp_path, "--lr-schedule", "cosine", *SMALL), 1, "--steps or --epochs")
+
+
+def test_damaged_and_foreign_checkpoints_on_resume(tmp_path, corpus):
+    out = tmp_path / "ck"
+    assert train(corpus, "--out", out, "--steps", "5", *SMALL).exit_code == 0
+    latest = out / "latest.npz"
+    latest.write_bytes(latest.read_bytes()[:500])
+    assert_one_line_error(train(corpus, "--out", out, "--resume"), 1, "damaged")
+    assert len(latest.read_bytes()) == 500  # left alone
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    assert_one_line_error(train(corpus, "--out", out, "--resume", foreign), 1, "not a charrnn checkpoint")
+    assert_one_line_error(train(corpus, "--out", tmp_path / "none", "--resume"), 1, "does not exist")
+
+
+def test_unwritable_output_directory(tmp_path, corpus):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_one_line_error(train(corpus, "--out", blocker / "ck", "--steps", "2", *SMALL), 1,
+                          "cannot write checkpoints")
+
+
+def test_installed_entry_point_and_module(tmp_path, corpus):
+    exe = Path(sys.executable).parent / "charrnn"
+    result = subprocess.run([str(exe), "train", str(corpus), "--out", str(tmp_path / "ck"), "--steps", "3", *SMALL],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--steps reached" in result.stdout
+    version = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "charrnn" in version.stdout
+    bad = subprocess.run([str(exe), "train", str(tmp_path / "nope.txt")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr

@@ -1,0 +1,170 @@
+"""The training loop: learning, exact resume, determinism, schedules, divergence, signals and kills."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint
+from charrnn.data import corpus_from_text
+from charrnn.model import ModelConfig
+from charrnn.train import Diverged, TrainConfig, Trainer, learning_rate
+
+TEXT = "".join(f"line {i}: the quick brown fox {'jumps' if i % 3 else 'naps'} over the lazy dog.\n" for i in range(60))
+TIMING = ("elapsed", "chars_per_s")  # wall-clock fields, the only ones allowed to differ between identical runs
+
+
+def make_trainer(out, steps, resume=False, text=TEXT, model=None, **options):
+    corpus = corpus_from_text(text, "fox.txt")
+    cfg = TrainConfig(**{**dict(seq_len=16, batch_size=4, val_frac=0.1, eval_every=5, save_every=5, steps=steps,
+                                seed=7), **options})
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **(model or dict(hidden=16, layers=2, dropout=0.1)))
+    ck = checkpoint.load(Path(out) / "latest.npz") if resume else None
+    return Trainer(corpus, model_cfg, cfg, out, resume=ck)
+
+
+def arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != "meta"}
+
+
+def strip_timing(meta):
+    meta = dict(meta)
+    meta["history"] = [{k: v for k, v in h.items() if k not in TIMING} for h in meta["history"]]
+    meta["progress"] = {k: v for k, v in meta["progress"].items() if k not in TIMING}
+    return meta
+
+
+def test_training_reduces_loss_and_writes_checkpoints(tmp_path):
+    outcome = make_trainer(tmp_path, 60, model=dict(hidden=32, layers=1), lr=1e-2).run()
+    assert outcome.reason == "steps" and outcome.exit_code == 0
+    ck = checkpoint.load(tmp_path / "latest.npz")
+    history = ck.meta["history"]
+    assert [h["step"] for h in history] == list(range(5, 61, 5))
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 1.0
+    assert ck.meta["best_val_loss"] == min(h["val_loss"] for h in history)
+    best = checkpoint.load(tmp_path / "best.npz")
+    assert best.meta["progress"]["step"] == ck.meta["best_step"]
+    assert ck.meta["corpus"]["name"] == "fox.txt" and len(ck.meta["corpus"]["sha256"]) == 64
+
+
+def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
+    """Dropout (RNG), an epoch boundary (state reset) and Adam state all have to survive the stop."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    trainer = make_trainer(straight, 30, batch_size=8)
+    chunks = trainer.streams.chunks
+    assert 15 < chunks < 30, "the run must cross an epoch boundary after the resume point"
+    trainer.run()
+    make_trainer(split, 15, batch_size=8).run()
+    resumed = make_trainer(split, 30, resume=True, batch_size=8)
+    assert resumed.step == 15
+    resumed.run()
+    a, b = arrays(straight / "latest.npz"), arrays(split / "latest.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    history = checkpoint.load(split / "latest.npz").meta["history"]
+    steps = [h["step"] for h in history]
+    assert steps == sorted(steps) and steps[0] == 5 and steps[-1] == 30  # history continues across the resume
+
+
+def test_same_seed_same_checkpoint(tmp_path):
+    make_trainer(tmp_path / "a", 12).run()
+    make_trainer(tmp_path / "b", 12).run()
+    a, b = checkpoint.load(tmp_path / "a/latest.npz"), checkpoint.load(tmp_path / "b/latest.npz")
+    for x, y in zip(arrays(tmp_path / "a/latest.npz").values(), arrays(tmp_path / "b/latest.npz").values(),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert strip_timing(a.meta) == strip_timing(b.meta)
+    make_trainer(tmp_path / "c", 12, seed=8).run()
+    assert not np.array_equal(arrays(tmp_path / "a/latest.npz")["weight_hh_l0"],
+                              arrays(tmp_path / "c/latest.npz")["weight_hh_l0"])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_every_cell_trains(tmp_path, cell):
+    outcome = make_trainer(tmp_path, 20, model=dict(cell=cell, hidden=24, layers=1)).run()
+    history = checkpoint.load(tmp_path / "latest.npz").meta["history"]
+    assert outcome.exit_code == 0 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_epochs_limit_and_state_reset(tmp_path):
+    trainer = make_trainer(tmp_path, None, epochs=1)
+    outcome = trainer.run()
+    assert outcome.reason == "epochs" and trainer.step == trainer.streams.chunks
+    assert trainer.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(lr=1.0, warmup=10, lr_schedule="cosine", lr_min=0.1)
+    assert learning_rate(cfg, 0, 0, 110) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0, 110) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 0, 110) == pytest.approx(0.55)
+    assert learning_rate(cfg, 110, 0, 110) == pytest.approx(0.1)
+    step = TrainConfig(lr=1.0, lr_schedule="step", lr_decay=0.5, lr_decay_after=2)
+    assert [learning_rate(step, 0, e, None) for e in (0.5, 2.9, 3.0, 4.5)] == [1.0, 1.0, 0.5, 0.25]
+    assert learning_rate(TrainConfig(lr=0.3), 1000, 7, None) == 0.3
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    make_trainer(tmp_path, 5, optimizer="sgd", clip=0.0, lr=1e-3).run()
+    before = (tmp_path / "latest.npz").read_bytes()
+    trainer = make_trainer(tmp_path, 20, resume=True, optimizer="sgd", clip=0.0, lr=1e38)
+    with pytest.raises(Diverged, match=r"diverged at step \d+: the (loss|gradient norm) is (nan|inf).*--lr"):
+        trainer.run()
+    assert (tmp_path / "latest.npz").read_bytes() == before
+    assert checkpoint.load(tmp_path / "latest.npz").meta["progress"]["step"] == 5
+
+
+def charrnn_command():
+    return [sys.executable, "-m", "charrnn"]
+
+
+def start_training(tmp_path, *extra):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT * 20)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [*charrnn_command(), "train", str(corpus), "--out", str(tmp_path / "ck"), "-B", "4", "-T", "16",
+         "-H", "32", "--steps", "100000", "--save-every", "1", "--eval-every", "1000", "--log-every", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+
+
+def wait_for_step(proc, minimum):
+    """Read log lines until one reports a step >= minimum."""
+    for line in proc.stdout:
+        if line.startswith("step ") and "/" in line and int(line.split()[1].split("/")[0]) >= minimum:
+            return
+    raise AssertionError(f"training ended early: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_and_exits_cleanly(tmp_path, sig, code):
+    proc = start_training(tmp_path, "--save-every", "100000")
+    wait_for_step(proc, 3)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "saved" in err and "--resume" in err
+    ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
+    assert ck.meta["progress"]["step"] >= 3
+
+
+def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
+    """latest.npz is rewritten every step; kill -9 at several moments, it must always load."""
+    latest = tmp_path / "ck" / "latest.npz"
+    for delay in (0.0, 0.013, 0.031, 0.057):
+        proc = start_training(tmp_path, *(["--resume"] if latest.exists() else []))
+        wait_for_step(proc, 2)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate(timeout=60)
+        ck = checkpoint.load(latest)
+        assert ck.meta["progress"]["step"] >= 1 and math.isfinite(ck.meta["progress"]["elapsed"])
