@@ -113,13 +113,28 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     sl = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))}
     W = p["weight_hh"]  # (GH, H)
 
+    G = GH // H
     tanh_mask = np.where(gate_scale(H, dtype, coupled) == 1.0, 1.0, 0.0).astype(dtype)
-    dA = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))  # dA[t] *= d(act)/d(pre)
-    # o * (1 - tanh(c')^2) for the whole chunk: how dh reaches dc at each step.
-    o_dtanh = ws.get("o_dtanh", tcs.shape, dtype)
+    dA = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))
+    # Fold in, for the whole chunk, everything a gate's gradient needs besides the recurrent dh and dc':
+    # d(pre_o) = dh tanh(c') o(1-o);  d(pre_i) = dc' g i(1-i);  d(pre_f) = dc' c f(1-f);  d(pre_g) = dc' i (1-g^2)
+    dA[:, :, sl["o"]] *= tcs
+    i_all, g_all, c_prev_all = acts[:, :, sl["i"]], acts[:, :, sl["g"]], cs[:-1]
+    if coupled:  # c' = c + i (g - c): d(pre_i) = dc' (g - c) i(1-i), and dc = dc' (1 - i)
+        keep = ws.get("keep", tcs.shape, dtype)
+        np.subtract(g_all, c_prev_all, out=keep)
+        dA[:, :, sl["i"]] *= keep
+        np.subtract(1, i_all, out=keep)
+    else:
+        dA[:, :, sl["i"]] *= g_all
+        dA[:, :, sl["f"]] *= c_prev_all
+        keep = acts[:, :, sl["f"]]  # dc = dc' f
+    dA[:, :, sl["g"]] *= i_all
+    o_dtanh = ws.get("o_dtanh", tcs.shape, dtype)  # o (1 - tanh(c')^2): how dh reaches dc'
     np.multiply(tcs, tcs, out=o_dtanh)
     np.subtract(1, o_dtanh, out=o_dtanh)
     o_dtanh *= acts[:, :, sl["o"]]
+    dA_gates = dA.reshape(T, N, G, H)  # a view: [t, :, :G-1] are the gates driven by dc', o is last
 
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
@@ -134,38 +149,20 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     if peephole:
         pe = dict(zip(peephole_names(coupled), p["peephole"], strict=True))
     for t in range(T - 1, -1, -1):
-        a, da = acts[t], dA[t]
-        i, g = a[:, sl["i"]], a[:, sl["g"]]
-        c_prev = cs[t]
+        da = dA[t]
         np.add(dhs[t], dh_next, out=dh)
+        np.multiply(dh, o_dtanh[t], out=tmp)
+        dc += tmp  # dc' = dc_next + dh o (1 - tanh(c')^2)
         do = da[:, sl["o"]]
         do *= dh
-        do *= tcs[t]  # d(pre_o) = dh * tanh(c') * o(1-o)
-        np.multiply(dh, o_dtanh[t], out=tmp)
-        dc += tmp  # dc' = dc_next + dh * o * (1 - tanh(c')^2)
         if peephole:
             dc += do * pe["o"]
-        di, dg = da[:, sl["i"]], da[:, sl["g"]]
-        if coupled:
-            np.subtract(g, c_prev, out=tmp)
-            di *= tmp
-        else:
-            di *= g
-            df = da[:, sl["f"]]
-            df *= dc
-            df *= c_prev
-        di *= dc
-        dg *= dc
-        dg *= i
-        if coupled:  # dc = dc' (1 - i)
-            np.multiply(dc, i, out=tmp)
-            dc -= tmp
-        else:
-            dc *= a[:, sl["f"]]
+        np.multiply(dA_gates[t, :, : G - 1], dc[:, None, :], out=dA_gates[t, :, : G - 1])
+        dc *= keep[t]
         if peephole:
-            dc += di * pe["i"]
+            dc += da[:, sl["i"]] * pe["i"]
             if not coupled:
-                dc += df * pe["f"]
+                dc += da[:, sl["f"]] * pe["f"]
         np.matmul(da, W, out=dh_next)  # dh = d(pre) @ W_hh
 
     grads = {
