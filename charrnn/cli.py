@@ -6,25 +6,36 @@ they exit 2 with a usage line.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import secrets
 import sys
 import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import click
+import numpy as np
 from click.core import ParameterSource
 from rich.console import Console
+from tqdm import tqdm
 
 from charrnn import __version__, checkpoint
 from charrnn.cells import CELLS
 from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate_file
+from charrnn.export import export, torch_module_text
+from charrnn.inspect import describe
 from charrnn.model import DTYPES, ModelConfig
 from charrnn.optim import OPTIMIZERS
 from charrnn.presets import PRESETS
 from charrnn.progress import TrainingReporter, format_bytes, print_summary
+from charrnn.sample import stream
 from charrnn.train import TrainConfig, Trainer
+from charrnn.views import evaluation, inspection
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
@@ -233,3 +244,206 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
         "preset": preset,
         "output": str(trainer.out),
     }
+
+
+# -- sample, inspect, eval, export -----------------------------------------------------------------------------
+
+DEFAULT_CHECKPOINTS = (Path("checkpoints") / "best.npz", Path("checkpoints") / "latest.npz")  # what train writes
+SEPARATOR = "-" * 40  # the line printed between the samples of --num-samples
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+class Escaped(click.ParamType):
+    """Text in which \\n, \\t, \\r and \\\\ stand for newline, tab, carriage return and backslash."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        text = re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), value)
+        if not text:
+            self.fail("must not be empty", param, ctx)
+        return text
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass its comparisons)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+def default_checkpoint() -> Path:
+    """Where `charrnn train` (and `make train`) leave checkpoints: best.npz first, as it has the lowest
+    validation loss; latest.npz when no validation ran."""
+    for path in DEFAULT_CHECKPOINTS:
+        if path.is_file():
+            return path
+    raise CharrnnError("no CHECKPOINT given and none at checkpoints/best.npz or checkpoints/latest.npz; train one "
+                       "first with `charrnn train CORPUS.txt` (or `make train`), or name a checkpoint file")
+
+
+def load_checkpoint(path: Path) -> checkpoint.Checkpoint:
+    try:
+        return checkpoint.load(path)
+    except CharrnnError as e:
+        raise fail(e) from None
+
+
+def stdout_gone() -> None:
+    """The reader closed the pipe (`charrnn sample | head`): point stdout at /dev/null so the final flush cannot
+    fail again, and stop quietly with status 0 (nothing went wrong here)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. under CliRunner)
+        pass
+    sys.exit(0)
+
+
+def write_samples(pieces) -> None:
+    """Print (sample number, text) pieces as they come, flushing each: samples one after another, each ending in
+    a newline (added if its text lacks one), separated by SEPARATOR lines."""
+    current, last = 0, "\n"
+    for k, piece in pieces:
+        if k != current:
+            click.echo(("" if last == "\n" else "\n") + SEPARATOR)
+            current, last = k, "\n"
+        if piece:
+            click.echo(piece, nl=False)  # echo flushes, so a long sample shows its progress
+            last = piece[-1]
+    if last != "\n":
+        click.echo()
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--temp", "-t", "temperature", type=FiniteFloatRange(min=0, min_open=True), default=1.0,
+              help="Softmax temperature: the logits are divided by it. Below 1 is safer, above 1 wilder.")
+@click.option("--length", "-n", type=click.IntRange(min=0), default=1000,
+              help="Characters to generate per sample (the prime not counted).")
+@click.option("--prime", "-p", default="", help="Text to start from: it warms up the model and is printed first.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed: same seed, checkpoint and options give the same text. Default: a fresh one.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Draw only among the K most likely characters.")
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), default=None,
+              help="Nucleus sampling: draw only among the most likely characters whose probabilities reach P.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax); no randomness.")
+@click.option("--stop-at", type=Escaped(), default=None,
+              help="End a sample right after this text appears; \\n is a newline, so '\\n\\n' stops at a blank line.")
+@click.option("--num-samples", "-N", type=click.IntRange(min=1), default=1,
+              help=f"Independent samples, generated as one batch and printed in turn, separated by a line of "
+                   f"{len(SEPARATOR)} dashes.")
+def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples):
+    """Generate text from a trained checkpoint.
+
+    CHECKPOINT defaults to checkpoints/best.npz, else checkpoints/latest.npz.  The text, prime included, streams
+    to stdout as it is generated; each sample ends with a newline.  Status goes to stderr, and only to a terminal.
+    """
+    try:
+        path = checkpoint_path or default_checkpoint()
+        ck = checkpoint.load(path)
+    except CharrnnError as e:
+        raise fail(e) from None
+    if seed is None:
+        seed = secrets.randbelow(2**32)
+    if sys.stderr.isatty():
+        m, step = ck.model.cfg, (ck.meta.get("progress") or {}).get("step")
+        click.echo(f"charrnn: sampling from {path} ({m.cell.upper()} {m.layers}x{m.hidden}"
+                   + (f", step {step:,}" if step is not None else "") + ")"
+                   + ("" if greedy else f", seed {seed}"), err=True)
+    try:
+        pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
+                        num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+        write_samples(pieces)
+        sys.stdout.flush()
+    except CharrnnError as e:
+        raise fail(e) from None
+    except BrokenPipeError:
+        stdout_gone()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON, for scripts.")
+def inspect(checkpoint_path, as_json):
+    """Show what a checkpoint holds: model, vocabulary, training, losses, corpus and the loss curves."""
+    try:
+        facts = describe(checkpoint_path)
+    except CharrnnError as e:
+        raise fail(e) from None
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(inspection(facts, console.width))
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("text", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--batch-size", "-B", type=click.IntRange(min=1), default=None,
+              help="Parallel streams the text is cut into (each starts from a zero state). "
+                   "Default: the checkpoint's training value.")
+@click.option("--seq-len", "-T", type=click.IntRange(min=1), default=None,
+              help="Characters per chunk; the state is carried across chunks. "
+                   "Default: the checkpoint's training value.")
+@click.option("--encoding", default="utf-8", help="Text encoding of FILE (decoded strictly).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
+def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
+    """Score a text file: average loss (nats/char), bits per character and perplexity.
+
+    Characters outside the model's vocabulary are counted, reported and skipped; the rest is scored as one text.
+    """
+    ck = load_checkpoint(checkpoint_path)
+    trained = ck.meta.get("train") or {}
+    batch_size = batch_size or trained.get("batch_size") or 64
+    seq_len = seq_len or trained.get("seq_len") or 64
+    bar = tqdm(disable=None, file=sys.stderr, unit="char", unit_scale=True, leave=False, desc="scoring")
+
+    def progress(n, total):
+        bar.total = total
+        bar.update(n)
+
+    try:
+        result = evaluate_file(ck.model, ck.vocab, text, encoding=encoding, batch_size=batch_size, seq_len=seq_len,
+                               progress=progress)
+    except CharrnnError as e:
+        raise fail(e) from None
+    finally:
+        bar.close()
+    result["checkpoint"] = str(checkpoint_path)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False).print(evaluation(result, str(checkpoint_path)))
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", metavar="OUT.npz", type=click.Path(dir_okay=False, path_type=Path))
+def export_torch(checkpoint_path, out):
+    """Write the weights as a PyTorch state_dict in a plain .npz (no metadata, no pickle).
+
+    Keys: rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ... (torch.nn.LSTM/GRU/RNN with
+    input size V) and decoder.weight, decoder.bias (torch.nn.Linear(H, V)).  Peephole and coupled LSTMs have no
+    PyTorch counterpart and are refused.
+    """
+    ck = load_checkpoint(checkpoint_path)
+    try:
+        if out.exists() and out.resolve() == checkpoint_path.resolve():
+            raise CharrnnError(f"{out} is the checkpoint itself; choose another output file")
+        arrays = export(ck.model, out)
+    except CharrnnError as e:
+        raise fail(e) from None
+    click.echo(f"wrote {out}: {len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters "
+               f"({ck.model.cfg.dtype}) for {torch_module_text(ck.model.cfg)}")

@@ -126,6 +126,18 @@ class Model:
         suffix = f"_l{k}"
         return {n[: -len(suffix)]: p for n, p in self.params.items() if n.endswith(suffix)}
 
+    def input_weights(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Layer k's input projection as the cells take it, gate-scaled (see the cells' gate_scale).
+        Layer 0: the table (V, G*H) = (W_ih^T + b) * scale, whose rows a character index selects (the bias
+        folds in since each one-hot input picks exactly one row), and None.  Other layers: W_ih^T * scale
+        (D, G*H) and the bias * scale."""
+        p = self.layer(k)
+        scale = self.cell.gate_scale(self.cfg.hidden, self.dtype, self.cfg.coupled)
+        bias = self.cell.input_bias(p)
+        if k == 0:
+            return (p["weight_ih"].T + bias) * scale, None
+        return p["weight_ih"].T * scale, bias * scale
+
     def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """Zero state: one (L, N, H) array per state name of the cell (h, or h and c)."""
         shape = (self.cfg.layers, batch, self.cfg.hidden)
@@ -151,15 +163,13 @@ class Model:
         inp = None
         for k in range(cfg.layers):
             p, ws = self.layer(k), self._ws[k]
-            scale = cell.gate_scale(H, self.dtype, cfg.coupled)
-            bias = cell.input_bias(p)
+            W_in, bias = self.input_weights(k)
             xw = ws.get("xw", (T, N, G * H), self.dtype)
-            if k == 0:  # one-hot input: a row gather from (W_ih^T + b) * scale, never a one-hot matrix
-                table = (p["weight_ih"].T + bias) * scale
-                np.take(table, xt, axis=0, out=xw)
+            if k == 0:  # one-hot input: a row gather, never a one-hot matrix
+                np.take(W_in, xt, axis=0, out=xw)
             else:  # one GEMM over the whole chunk
-                np.matmul(inp.reshape(T * N, H), p["weight_ih"].T * scale, out=xw.reshape(T * N, G * H))
-                xw += bias * scale
+                np.matmul(inp.reshape(T * N, H), W_in, out=xw.reshape(T * N, G * H))
+                xw += bias
             hs, stateT, cell_cache = cell.forward(
                 xw, tuple(s[k] for s in state), p, ws, cfg.peephole, cfg.coupled
             )
@@ -224,10 +234,11 @@ class Model:
         loss, _ = cross_entropy(logits, np.asarray(y).T.ravel(), grad=False)
         return loss * logits.shape[0], logits.shape[0], final
 
-    def step(self, idx, state):
-        """One character per stream, for sampling: idx (N,) -> logits (N, V), next state."""
-        logits, final, _ = self.forward(np.asarray(idx).reshape(-1, 1), state)
-        return logits, final
+    def stepper(self, state):
+        """The single-step function for sampling, at any batch size: see charrnn.stepper.Stepper."""
+        from charrnn.stepper import Stepper
+
+        return Stepper(self, state)
 
 
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Generating text: warm the state on a prime, then feed each sampled character back in.
 
 Temperature divides the logits before the softmax; top-k and top-p (nucleus) cut the distribution's tail;
-greedy takes the argmax.  Several samples run as one batch.  The draw is inverse-CDF on a V-sized vector per
-sample, from an explicit np.random.Generator, so the same seed gives the same text.
+greedy takes the argmax.  Several samples run as one batch.  The prime goes through Model.forward in chunks; each
+generated character then costs one Stepper.step (a few GEMVs into preallocated buffers) and one draw: inverse CDF
+over a V-sized vector per sample, from an explicit np.random.Generator, so the same seed gives the same text.
 """
 
 from __future__ import annotations
@@ -13,70 +14,174 @@ import numpy as np
 
 from charrnn.errors import CharrnnError
 from charrnn.model import Model
+from charrnn.stepper import Stepper
 from charrnn.vocab import Vocab, describe_chars
+
+PRIME_CHUNK = 1024  # prime characters per Model.forward call: bounds the chunk buffers for long primes
+
+
+def check_options(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """The sampling options' domains, for callers that bypass the CLI's option types."""
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise CharrnnError(f"temperature must be a positive number, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise CharrnnError(f"top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise CharrnnError(f"top-p must be in (0, 1], got {top_p}")
+
+
+class Picker:
+    """Logits (N, V) -> the next N characters.  Owns its scratch arrays, so a draw allocates only what NumPy's
+    reductions need.  Works in float64: the draw must not suffer from float32 rounding of tiny probabilities."""
+
+    def __init__(self, batch: int, vocab_size: int, rng: np.random.Generator | None, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, greedy: bool = False):
+        check_options(temperature, top_k, top_p)
+        self.rng, self.temperature, self.greedy = rng, temperature, greedy
+        self.top_k = top_k if top_k is not None and top_k < vocab_size else None
+        self.top_p = top_p if top_p is not None and top_p < 1 else None
+        self.p = np.empty((batch, vocab_size))  # weights, then their running sum
+        self.row = np.empty((batch, 1))  # per-row max, then per-row total
+        self.u = np.empty(batch)
+        self.below = np.empty((batch, vocab_size), bool)
+        self.idx = np.empty(batch, np.int64)
+
+    def weights(self, logits: np.ndarray) -> np.ndarray:
+        """exp((logits - max) / temperature), cut to the top_k most likely and to the top_p nucleus: the
+        distribution up to a per-row factor.  Subtracting the max before dividing makes a tiny temperature give
+        one-hot rows, never inf - inf."""
+        p, row = self.p, self.row
+        np.copyto(p, logits)
+        np.max(p, axis=1, keepdims=True, out=row)
+        p -= row
+        if self.temperature != 1:
+            p /= self.temperature
+        V = p.shape[1]
+        if self.top_k is not None:  # exactly the V - k least likely go, even among ties
+            np.put_along_axis(p, np.argpartition(p, V - self.top_k, axis=1)[:, : V - self.top_k], -np.inf, axis=1)
+        np.exp(p, out=p)
+        if self.top_p is not None:  # keep the smallest prefix (by probability) whose mass reaches top_p
+            p /= np.sum(p, axis=1, keepdims=True, out=row)
+            order = np.argsort(-p, axis=1, kind="stable")
+            ranked = np.take_along_axis(p, order, axis=1)
+            mass_before = np.cumsum(ranked, axis=1) - ranked  # the most likely character always stays
+            np.put_along_axis(p, order, np.where(mass_before >= self.top_p, 0.0, ranked), axis=1)
+        return p
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """softmax(logits / temperature) after top-k and top-p: weights() normalised (the array is reused)."""
+        p = self.weights(logits)
+        p /= np.sum(p, axis=1, keepdims=True, out=self.row)
+        return p
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """The next characters (N,) int64; the array is reused by the next call."""
+        if self.greedy:
+            return np.argmax(logits, axis=1, out=self.idx)
+        cdf = np.cumsum(self.weights(logits), axis=1, out=self.p)
+        self.rng.random(out=self.u)
+        self.u *= cdf[:, -1]  # u ~ uniform over [0, total weight)
+        # the first index whose running sum exceeds u: never one with weight 0
+        np.less_equal(cdf, self.u[:, None], out=self.below)
+        np.sum(self.below, axis=1, out=self.idx)
+        return np.minimum(self.idx, cdf.shape[1] - 1, out=self.idx)
 
 
 def next_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
                       top_p: float | None = None) -> np.ndarray:
-    """Probabilities (N, V) from logits (N, V) after temperature, top-k and top-p.  Works in float64: the
-    draw must not suffer from float32 rounding of tiny probabilities."""
-    z = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k, None]
-        z[z < kth] = -np.inf
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-p, axis=1, kind="stable")
-        sorted_p = np.take_along_axis(p, order, axis=1)
-        # keep the smallest prefix whose mass reaches top_p (always at least the most likely character)
-        drop_sorted = np.cumsum(sorted_p, axis=1) - sorted_p >= top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=1)
-        p[drop] = 0.0
-        p /= p.sum(axis=1, keepdims=True)
-    return p
-
-
-def draw(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One index per row of p (N, V) by inverse CDF."""
-    cdf = np.cumsum(p, axis=1)
-    u = rng.random((p.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
+    """Probabilities (N, V) from logits (N, V) after temperature, top-k and top-p (a fresh array)."""
+    return Picker(logits.shape[0], logits.shape[1], None, temperature, top_k, top_p).probabilities(logits).copy()
 
 
 def prime_state(model: Model, vocab: Vocab, prime: str, num_samples: int = 1):
-    """Run the prime through the model in one chunked forward pass.
-    Returns (logits for the character after the prime (N, V), state).  An empty prime starts from a newline
-    (the start of a line) when the vocabulary has one, else from the first character."""
+    """Run the prime through the model in one chunked forward pass (PRIME_CHUNK characters per call).
+    Returns (logits for the character after the prime (N, V), state), the same for all N samples.  An empty
+    prime starts from a newline (the start of a line) when the vocabulary has one, else from the first
+    character; that start character is not part of the text."""
     unknown = vocab.unknown(prime)
     if unknown:
         raise CharrnnError(f"the prime has {len(unknown)} character(s) outside the model's vocabulary: "
                            f"{describe_chars(unknown)}")
     start = prime or ("\n" if "\n" in vocab else vocab.chars[0])
-    idx = np.broadcast_to(vocab.encode(start), (num_samples, len(start)))
-    logits, state, _ = model.forward(idx, model.initial_state(num_samples))
-    T = len(start)
-    return logits.reshape(T, num_samples, -1)[-1].copy(), state
+    idx = vocab.encode(start)[None, :]  # (1, T): run once, then copy to every sample
+    state = model.initial_state(1)
+    for at in range(0, idx.shape[1], PRIME_CHUNK):
+        logits, state, _ = model.forward(idx[:, at : at + PRIME_CHUNK], state)
+    return np.repeat(logits[-1:], num_samples, axis=0), tuple(np.repeat(s, num_samples, axis=1) for s in state)
 
 
 def generate(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, prime: str = "",
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              greedy: bool = False, num_samples: int = 1) -> Iterator[np.ndarray]:
-    """Yield (num_samples,) index arrays, one per generated character, each conditioned on all before it."""
-    if temperature <= 0:
-        raise CharrnnError("temperature must be positive")
+    """An iterator of (num_samples,) index arrays, one per generated character, each conditioned on all before
+    it.  The options and the prime are checked, and the prime is run, before this returns."""
+    if num_samples < 1:
+        raise CharrnnError(f"num_samples must be at least 1, got {num_samples}")
+    pick = Picker(num_samples, len(vocab), rng, temperature, top_k, top_p, greedy)
     logits, state = prime_state(model, vocab, prime, num_samples)
-    for _ in range(length):
-        if greedy:
-            idx = logits.argmax(axis=1)
-        else:
-            idx = draw(next_distribution(logits, temperature, top_k, top_p), rng)
-        yield idx
-        logits, state = model.step(idx, state)
+    return _feed_back(Stepper(model, state), pick, logits, length)
+
+
+def _feed_back(stepper: Stepper, pick: Picker, logits: np.ndarray, length: int) -> Iterator[np.ndarray]:
+    for t in range(length):
+        idx = pick(logits)
+        yield idx.copy()
+        if t + 1 < length:  # no step for a character nobody will draw
+            logits = stepper.step(idx)
+
+
+def stream(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, prime: str = "",
+           stop_at: str | None = None, num_samples: int = 1, **options) -> Iterator[tuple[int, str]]:
+    """Every sample's text (prime included) as (sample number, piece) pairs, in print order: sample 0's prime,
+    then its characters as they are generated; each later sample's text so far as soon as all before it are
+    complete, then its characters live.  Each sample yields at least one piece, its first.
+
+    length counts generated characters.  With stop_at, a sample ends right after stop_at appears (a match may
+    start in the prime but must end in generated text); the batch stops when every sample has ended.
+    Everything is checked before this returns, so a bad option fails before any text is printed."""
+    if stop_at is not None:
+        if not stop_at:
+            raise CharrnnError("the stop string is empty")
+        unknown = vocab.unknown(stop_at)
+        if unknown:
+            raise CharrnnError(f"the stop string has character(s) outside the model's vocabulary, so it can never "
+                               f"appear: {describe_chars(unknown)}")
+    steps = generate(model, vocab, length, rng, prime, num_samples=num_samples, **options)
+    return _interleave(steps, vocab.chars, prime, stop_at, num_samples)
+
+
+def _interleave(steps, chars, prime, stop_at, N) -> Iterator[tuple[int, str]]:
+    waiting = [[prime] for _ in range(N)]  # text not printed yet, per sample
+    tails = [prime[max(0, len(prime) - len(stop_at) + 1) :] if stop_at else "" for _ in range(N)]
+    done = [False] * N
+    live = 0  # the sample being printed as it grows; all before it are complete and printed
+    yield 0, prime
+    waiting[0] = []
+    for idx in steps:
+        for k in range(live, N):
+            if done[k]:
+                continue
+            ch = chars[idx[k]]
+            if k == live:
+                yield k, ch
+            else:
+                waiting[k].append(ch)
+            if stop_at:
+                tails[k] = (tails[k] + ch)[-len(stop_at) :]
+                done[k] = tails[k] == stop_at
+        while live < N and done[live]:
+            live += 1
+            if live < N:
+                yield live, "".join(waiting[live])
+                waiting[live] = []
+        if live == N:
+            steps.close()
+            return
+    for k in range(live + 1, N):
+        yield k, "".join(waiting[k])
 
 
 def sample_text(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, **options) -> str:
-    """A whole sample as one string (batch of one), e.g. for the samples shown during training."""
-    return "".join(vocab.chars[int(i[0])] for i in generate(model, vocab, length, rng, **options))
+    """A whole sample as one string (batch of one; the prime, if any, included), e.g. for the samples shown
+    during training."""
+    return "".join(piece for _, piece in stream(model, vocab, length, rng, **{**options, "num_samples": 1}))

@@ -95,5 +95,5 @@ def test_float32_stays_float32(case):
     assert np.isfinite(loss)
     assert all(g.dtype == np.float32 for g in grads.values())
     assert all(s.dtype == np.float32 for s in final)
-    logits, _ = model.step(x[:, 0], final)
+    logits = model.stepper(final).step(x[:, 0])
     assert logits.dtype == np.float32 and logits.shape == (2, 7)

@@ -73,11 +73,10 @@ def test_step_by_step_equals_chunk(cell):
     x = np.random.default_rng(1).integers(0, 6, (3, 7))
     logits, final, _ = model.forward(x, model.initial_state(3))
     logits = logits.reshape(7, 3, 6).copy()
-    state = model.initial_state(3)
+    stepper = model.stepper(model.initial_state(3))
     for t in range(7):
-        step_logits, state = model.step(x[:, t], state)
-        np.testing.assert_allclose(step_logits, logits[t], atol=1e-12)
-    for s, f in zip(state, final, strict=True):
+        np.testing.assert_allclose(stepper.step(x[:, t]), logits[t], atol=1e-12)
+    for s, f in zip(stepper.state, final, strict=True):
         np.testing.assert_allclose(s, f, atol=1e-12)
 
 

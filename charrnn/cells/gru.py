@@ -32,38 +32,48 @@ def input_bias(p: dict) -> np.ndarray:
     return b
 
 
+def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
+    """What every step needs, derived once per chunk (or once per sampling run)."""
+    H = p["weight_hh"].shape[1]
+    scale = gate_scale(H, p["weight_hh"].dtype)
+    return {"W_sT": np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T), "b_hn": p["bias_hh"][2 * H :]}
+
+
+def step(a, h, h_out, ghn, prep, rec, tmp):
+    """One time step of N streams.  a (N, 3H): scaled input-side pre-activations, overwritten with r, z, n.
+    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out."""
+    H = h.shape[1]
+    rz, n_ = slice(0, 2 * H), slice(2 * H, 3 * H)
+    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+    a[:, rz] += rec[:, rz]
+    np.add(rec[:, n_], prep["b_hn"], out=ghn)
+    r_z = a[:, rz]
+    np.tanh(r_z, out=r_z)
+    r_z *= 0.5
+    r_z += 0.5
+    r, z, n = a[:, :H], a[:, H : 2 * H], a[:, n_]
+    np.multiply(r, ghn, out=tmp)
+    n += tmp
+    np.tanh(n, out=n)
+    np.subtract(h, n, out=tmp)  # h' = n + z (h - n)
+    tmp *= z
+    np.add(n, tmp, out=h_out)
+
+
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """xw (T, N, 3H): gate_scale * (W_ih x + input_bias); overwritten with the activations r, z, n.
     state0 = (h0,).  Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
     T, N, GH = xw.shape
     (h0,) = state0
-    H = GH // 3
-    dtype = xw.dtype
-    rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
-    W_sT = (p["weight_hh"] * gate_scale(H, dtype)[:, None]).T  # (H, 3H) view
-    b_hn = p["bias_hh"][n_]
-
+    H, dtype = GH // 3, xw.dtype
+    prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     ghn = ws.get("ghn", (T, N, H), dtype)  # W_hn h + b_hn, kept for backward
     rec = ws.get("rec", (N, GH), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     for t in range(T):
-        a = xw[t]
-        np.matmul(hs[t], W_sT, out=rec)  # the one GEMM per step
-        a[:, rz] += rec[:, rz]
-        np.add(rec[:, n_], b_hn, out=ghn[t])
-        r_z = a[:, rz]
-        np.tanh(r_z, out=r_z)
-        r_z *= 0.5
-        r_z += 0.5
-        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, n_]
-        np.multiply(r, ghn[t], out=tmp)
-        n += tmp
-        np.tanh(n, out=n)
-        np.subtract(hs[t], n, out=tmp)  # h' = n + z (h - n)
-        tmp *= z
-        np.add(n, tmp, out=hs[t + 1])
+        step(xw[t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 

@@ -39,6 +39,56 @@ def peephole_names(coupled: bool = False) -> str:
     return "io" if coupled else "ifo"
 
 
+def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
+    """What every step needs, derived once per chunk (or once per sampling run)."""
+    H, dtype = p["weight_hh"].shape[1], p["weight_hh"].dtype
+    scale = gate_scale(H, dtype, coupled)
+    prep = {
+        "W_sT": np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T),  # (H, GH), gate-scaled
+        "scale": scale,
+        "shift": np.where(scale == 0.5, 0.5, 0.0).astype(dtype),  # sigmoid = 0.5 tanh(x/2) + 0.5
+        "sl": {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))},
+        "peephole": peephole,
+        "coupled": coupled,
+    }
+    if peephole:
+        prep["peep"] = {g: 0.5 * p["peephole"][k] for k, g in enumerate(peephole_names(coupled))}
+    return prep
+
+
+def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
+    """One time step of N streams.  a (N, G*H): scaled input-side pre-activations, overwritten with the gate
+    activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c)."""
+    sl, peephole, H = prep["sl"], prep["peephole"], h.shape[1]
+    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+    a += rec
+    if peephole:
+        a[:, sl["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
+        if not prep["coupled"]:
+            a[:, sl["f"]] += np.multiply(prep["peep"]["f"], c, out=tmp)
+    act = slice(0, a.shape[1] - H) if peephole else slice(0, a.shape[1])  # with peepholes, o waits for c'
+    np.tanh(a[:, act], out=a[:, act])
+    a[:, act] *= prep["scale"][act]
+    a[:, act] += prep["shift"][act]
+    i, g = a[:, sl["i"]], a[:, sl["g"]]
+    if prep["coupled"]:  # c' = c + i (g - c)
+        np.subtract(g, c, out=tmp)
+        tmp *= i
+        np.add(c, tmp, out=c_out)
+    else:  # c' = f c + i g
+        np.multiply(a[:, sl["f"]], c, out=c_out)
+        np.multiply(i, g, out=tmp)
+        c_out += tmp
+    o = a[:, sl["o"]]
+    if peephole:
+        o += np.multiply(prep["peep"]["o"], c_out, out=tmp)
+        np.tanh(o, out=o)
+        o *= 0.5
+        o += 0.5
+    np.tanh(c_out, out=tc_out)
+    np.multiply(o, tc_out, out=h_out)
+
+
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """Run the layer over a chunk.
 
@@ -48,16 +98,8 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """
     T, N, GH = xw.shape
     h0, c0 = state0
-    H = h0.shape[1]
-    dtype = xw.dtype
-    gates = gate_names(coupled)
-    sl = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gates)}
-    scale = gate_scale(H, dtype, coupled)
-    W_sT = (p["weight_hh"] * scale[:, None]).T  # (H, GH), a transposed view BLAS reads without a copy
-    shift = np.where(scale == 0.5, 0.5, 0.0).astype(dtype)  # sigmoid = 0.5 * tanh + 0.5
-    if peephole:
-        pp = {g: 0.5 * p["peephole"][k] for k, g in enumerate(peephole_names(coupled))}
-
+    H, dtype = h0.shape[1], xw.dtype
+    prep = prepare(p, peephole, coupled)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     cs = ws.get("cs", (T + 1, N, H), dtype)
     tcs = ws.get("tcs", (T, N, H), dtype)
@@ -65,36 +107,8 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     cs[0] = c0
-    nonlinear = slice(0, GH - H) if peephole else slice(0, GH)  # with peepholes, o waits for c'
     for t in range(T):
-        a = xw[t]
-        c_prev, c = cs[t], cs[t + 1]
-        np.matmul(hs[t], W_sT, out=rec)  # the one GEMM per step
-        a += rec
-        if peephole:
-            a[:, sl["i"]] += pp["i"] * c_prev
-            if not coupled:
-                a[:, sl["f"]] += pp["f"] * c_prev
-        np.tanh(a[:, nonlinear], out=a[:, nonlinear])
-        a[:, nonlinear] *= scale[nonlinear]
-        a[:, nonlinear] += shift[nonlinear]
-        i, g = a[:, sl["i"]], a[:, sl["g"]]
-        if coupled:  # c' = c + i (g - c)
-            np.subtract(g, c_prev, out=tmp)
-            tmp *= i
-            np.add(c_prev, tmp, out=c)
-        else:  # c' = f c + i g
-            np.multiply(a[:, sl["f"]], c_prev, out=c)
-            np.multiply(i, g, out=tmp)
-            c += tmp
-        o = a[:, sl["o"]]
-        if peephole:
-            o += pp["o"] * c
-            np.tanh(o, out=o)
-            o *= 0.5
-            o += 0.5
-        np.tanh(c, out=tcs[t])
-        np.multiply(o, tcs[t], out=hs[t + 1])
+        step(xw[t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
     cache = (xw, hs, cs, tcs, p, peephole, coupled)
     return hs, (hs[T].copy(), cs[T].copy()), cache
 

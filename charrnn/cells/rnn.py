@@ -22,19 +22,28 @@ def input_bias(p: dict) -> np.ndarray:
     return p["bias_ih"] + p["bias_hh"]
 
 
+def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
+    return {"W_T": np.ascontiguousarray(p["weight_hh"].T)}
+
+
+def step(a, h, h_out, prep, rec):
+    """One time step of N streams: a (N, H) input-side pre-activations, h (N, H) in, h_out (may be h) out."""
+    np.matmul(h, prep["W_T"], out=rec)  # the one GEMM per step
+    np.add(rec, a, out=h_out)
+    np.tanh(h_out, out=h_out)
+
+
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """xw (T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
     Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
     T, N, H = xw.shape
     (h0,) = state0
-    W_T = p["weight_hh"].T
+    prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), xw.dtype)
+    rec = ws.get("rec", (N, H), xw.dtype)
     hs[0] = h0
     for t in range(T):
-        h = hs[t + 1]
-        np.matmul(hs[t], W_T, out=h)  # the one GEMM per step
-        h += xw[t]
-        np.tanh(h, out=h)
+        step(xw[t], hs[t], hs[t + 1], prep, rec)
     return hs, (hs[T].copy(),), (hs, p)
 
 

@@ -1,0 +1,76 @@
+"""Scoring a text file with a trained model: average loss, bits per character and perplexity.
+
+The file is read like a training corpus (charrnn.data.read_corpus: strict decoding, NUL check), cut into B
+streams and scored in (B, T) chunks with the state carried from chunk to chunk, as validation does during
+training.  Characters outside the model's vocabulary are counted and dropped; the rest is scored as one text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.data import eval_batches, read_corpus
+from charrnn.errors import CharrnnError
+from charrnn.model import Model
+from charrnn.vocab import Vocab
+
+LN2 = math.log(2)
+
+
+def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int, list[dict]]:
+    """The file as indices into vocab, with characters outside it dropped.
+    Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first)."""
+    corpus = read_corpus(path, encoding)  # its own vocabulary: the file's characters
+    to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
+    counts = np.bincount(corpus.data, minlength=len(corpus.vocab))
+    unknown = [{"char": ch, "code_point": f"U+{ord(ch):04X}", "count": int(counts[j])}
+               for j, ch in enumerate(corpus.vocab.chars) if to_model[j] < 0]
+    unknown.sort(key=lambda u: -u["count"])
+    mapped = to_model[corpus.data]
+    return mapped[mapped >= 0].astype(vocab.dtype), len(corpus.data), unknown
+
+
+def score(model: Model, data: np.ndarray, batch_size: int, seq_len: int,
+          progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
+    """(summed loss in nats, characters predicted) over data, with carried state and no dropout.
+    progress(characters just predicted, characters to predict in all) is called after every chunk."""
+    state, total, count = None, 0.0, 0
+    for x, y in eval_batches(data, batch_size, seq_len):
+        if state is None:
+            state = model.initial_state(x.shape[0])
+            expected = x.shape[0] * ((len(data) - 1) // x.shape[0])  # B streams of (n - 1) // B predictions
+        loss, n, state = model.evaluate(x, y, state)
+        total, count = total + loss, count + n
+        if progress is not None:
+            progress(n, expected)
+    return total, count
+
+
+def evaluate_file(model: Model, vocab: Vocab, path, *, encoding: str = "utf-8", batch_size: int = 64,
+                  seq_len: int = 64, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Loss (nats/char), bits/char and perplexity of the model on a text file, and what was skipped."""
+    if batch_size < 1 or seq_len < 1:
+        raise CharrnnError("batch size and sequence length must be positive")
+    data, read, unknown = known_text(path, vocab, encoding)
+    if len(data) < 2:
+        raise CharrnnError(f"{path} has {len(data)} character(s) in the model's vocabulary; at least 2 are needed "
+                           f"to score a prediction")
+    total, count = score(model, data, batch_size, seq_len, progress)
+    loss = total / count
+    return {
+        "file": str(Path(path)),
+        "encoding": encoding,
+        "loss": loss,  # nats per character
+        "bits_per_char": loss / LN2,
+        "perplexity": math.exp(loss) if loss < 700 else None,  # past e^709 a float overflows
+        "characters": read,
+        "scored": count,  # predictions made: each stream's first character and the < B left over are context only
+        "skipped": sum(u["count"] for u in unknown),
+        "unknown": unknown,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+    }

@@ -1,0 +1,117 @@
+"""Moving weights to and from PyTorch: a plain `.npz` of exactly the tensors of a PyTorch state_dict.
+
+The convention is the state_dict of a module with two children, `rnn` (torch.nn.LSTM, GRU or RNN with tanh,
+input size V, batch_first either way) and `decoder` (torch.nn.Linear(H, V)):
+    rnn.weight_ih_l0 (G*H, V), rnn.weight_hh_l0 (G*H, H), rnn.bias_ih_l0 (G*H,), rnn.bias_hh_l0 (G*H,), ...,
+    decoder.weight (V, H), decoder.bias (V,)
+with G = 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n) or 1 (RNN).  charrnn's parameters already use PyTorch's names,
+shapes, gate order and equations, so the arrays move unchanged.  Peephole and coupled LSTMs have no PyTorch
+cell and are refused.  No metadata, no pickle: the vocabulary stays in the checkpoint (its `vocab` array).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.model import DTYPES, Model, ModelConfig, param_shapes
+
+TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
+
+
+def torch_name(name: str) -> str:
+    """charrnn parameter name -> state_dict key: weight_ih_l0 -> rnn.weight_ih_l0; decoder.* unchanged."""
+    return name if name.startswith("decoder.") else f"rnn.{name}"
+
+
+def to_torch(model: Model) -> dict[str, np.ndarray]:
+    """The state_dict arrays for `rnn` + `decoder`, in PyTorch's order (layer by layer, then the decoder)."""
+    cfg = model.cfg
+    if cfg.peephole or cfg.coupled:
+        kind = " and ".join(k for k, on in (("peephole", cfg.peephole), ("coupled", cfg.coupled)) if on)
+        raise CharrnnError(f"this LSTM uses {kind} gates, which PyTorch's nn.LSTM does not have; only standard "
+                           f"LSTM, GRU and RNN checkpoints can be exported")
+    return {torch_name(name): model.params[name] for name in param_shapes(cfg)}
+
+
+def torch_module_text(cfg: ModelConfig) -> str:
+    """The PyTorch modules the exported tensors fit, as code."""
+    return (f"rnn = torch.nn.{TORCH_CLASSES[cfg.cell]}({cfg.vocab_size}, {cfg.hidden}, num_layers={cfg.layers}); "
+            f"decoder = torch.nn.Linear({cfg.hidden}, {cfg.vocab_size})")
+
+
+def from_torch(tensors: dict[str, np.ndarray], dtype: str | None = None) -> Model:
+    """A charrnn Model from state_dict arrays in the convention above (e.g. {k: v.numpy() for k, v in
+    module.state_dict().items()}).  The cell type, sizes and layer count follow from the shapes; dtype from
+    the arrays unless given.  Bidirectional, projected or bias-free RNNs are refused (unexpected/missing keys)."""
+    tensors = {k: np.asarray(v) for k, v in tensors.items()}
+    w_hh, w_ih = tensors.get("rnn.weight_hh_l0"), tensors.get("rnn.weight_ih_l0")
+    if w_hh is None or w_ih is None or w_hh.ndim != 2 or w_ih.ndim != 2:
+        raise CharrnnError("not a charrnn/PyTorch state dict: rnn.weight_ih_l0 and rnn.weight_hh_l0 are needed")
+    hidden, vocab_size = w_hh.shape[1], w_ih.shape[1]
+    if w_hh.shape[0] % hidden or w_hh.shape[0] // hidden not in CELL_BY_GATES:
+        raise CharrnnError(f"rnn.weight_hh_l0 has shape {w_hh.shape}: not an LSTM, GRU or RNN")
+    layers = len({m.group(1) for k in tensors if (m := re.fullmatch(r"rnn\.weight_hh_l(\d+)", k))})
+    dtype = dtype or str(w_hh.dtype)
+    if dtype not in DTYPES:
+        raise CharrnnError(f"the weights are {dtype}; charrnn models are {' or '.join(DTYPES)}")
+    cfg = ModelConfig(vocab_size=vocab_size, cell=CELL_BY_GATES[w_hh.shape[0] // hidden], hidden=hidden,
+                      layers=layers, dtype=dtype)
+    shapes = param_shapes(cfg)
+    expected = {torch_name(n): n for n in shapes}
+    extra = sorted(set(tensors) - set(expected))
+    missing = sorted(set(expected) - set(tensors))
+    if extra or missing:
+        raise CharrnnError(f"the state dict does not fit a {cfg.layers}-layer {cfg.cell.upper()}: "
+                           + "; ".join(p for p in (f"unexpected {', '.join(extra[:5])}" if extra else "",
+                                                   f"missing {', '.join(missing[:5])}" if missing else "") if p))
+    params = {}
+    for key, name in expected.items():
+        if tensors[key].shape != shapes[name]:
+            raise CharrnnError(f"{key} has shape {tensors[key].shape}, expected {shapes[name]}")
+        params[name] = np.array(tensors[key], dtype=dtype, order="C")  # a copy: the model owns its weights
+    return Model(cfg, params)
+
+
+def write_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically, like checkpoints: temp file in the target directory, fsync, os.replace, fsync the
+    directory.  Through an open file, so np.savez adds no `.npz` suffix."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def export(model: Model, out) -> dict[str, np.ndarray]:
+    """Write the model's PyTorch state_dict arrays to out (.npz); returns them."""
+    arrays = to_torch(model)
+    write_npz(out, arrays)
+    return arrays

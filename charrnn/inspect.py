@@ -1,0 +1,90 @@
+"""What a checkpoint holds, as plain facts: one JSON-ready dict that `charrnn inspect` prints as tables or JSON.
+
+Everything comes from the validated checkpoint (charrnn.checkpoint.load); metadata a checkpoint lacks (say, one
+written outside the training loop) shows as None rather than failing, and non-finite numbers become None so
+the JSON stays valid.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from charrnn import checkpoint
+from charrnn.model import param_shapes
+
+LN2 = math.log(2)
+VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
+
+
+def escape_chars(text: str) -> str:
+    """Text with invisible and ambiguous characters made visible: newline, tab and carriage return as \\n, \\t,
+    \\r; space as ␣ (and a real ␣ as \\u2423); a backslash as \\\\; other non-printable characters (controls,
+    zero-width and non-breaking spaces) as \\xNN, \\uNNNN or \\UNNNNNNNN."""
+    out = []
+    for ch in text:
+        if ch in VISIBLE:
+            out.append(VISIBLE[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            cp = ord(ch)
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+    return "".join(out)
+
+
+def _finite(v):
+    """v, or None when it is a non-finite float (NaN has no JSON spelling)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _loss(nats, step=None) -> dict | None:
+    nats = _finite(nats)
+    if nats is None:
+        return None
+    return {"nats_per_char": nats, "bits_per_char": nats / LN2, "step": step}
+
+
+def describe(path) -> dict:
+    """Load and validate the checkpoint at path; return its facts (raises CharrnnError if it is not one)."""
+    path = Path(path)
+    ck = checkpoint.load(path)
+    meta, cfg = ck.meta, ck.model.cfg
+    train, progress = meta.get("train") or {}, meta.get("progress") or {}
+    schedule, corpus = meta.get("schedule") or {}, meta.get("corpus") or {}
+    history = [{k: _finite(v) for k, v in h.items()} for h in meta.get("history") or []]
+    validated = [h for h in history if h.get("val_loss") is not None]
+    chars_seen, elapsed = progress.get("chars_seen"), progress.get("elapsed")
+    shapes = param_shapes(cfg)
+    return {
+        "path": str(path),
+        "file_size": path.stat().st_size,
+        "format": meta.get("format"),
+        "format_version": meta.get("version"),
+        "charrnn_version": meta.get("charrnn_version"),
+        "model": {
+            "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "vocab_size": cfg.vocab_size,
+            "dropout": cfg.dropout, "peephole": cfg.peephole, "coupled": cfg.coupled, "dtype": cfg.dtype,
+            "parameters": [{"name": n, "shape": list(s), "count": math.prod(s)} for n, s in shapes.items()],
+            "total_parameters": ck.model.num_params(),
+        },
+        "vocabulary": {"size": len(ck.vocab), "chars": "".join(ck.vocab.chars)},
+        "training": {
+            "steps": progress.get("step"), "epochs": _finite(progress.get("epoch_progress")),
+            "chars_seen": chars_seen, "elapsed_s": _finite(elapsed),
+            "chars_per_s": chars_seen / elapsed if chars_seen and elapsed else None,
+            "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"), "seed": train.get("seed"),
+            "resumable": bool(ck.optim) and "rng" in meta,
+        },
+        "validation": {
+            "best": _loss(meta.get("best_val_loss"), meta.get("best_step")),
+            "last": _loss(validated[-1]["val_loss"], validated[-1].get("step")) if validated else None,
+            "val_frac": train.get("val_frac"),
+        },
+        "optimizer": {k: train.get(k) for k in ("optimizer", "lr", "weight_decay", "clip", "clip_mode")},
+        "schedule": {"name": schedule.get("name", train.get("lr_schedule")), "lr_now": _finite(schedule.get("lr")),
+                     "total_steps": schedule.get("total_steps"),
+                     **{k: train.get(k) for k in ("warmup", "lr_decay", "lr_decay_after", "lr_min")}},
+        "corpus": {k: corpus.get(k) for k in ("name", "size", "sha256", "chars", "train_chars", "val_chars")},
+        "history": history,
+    }
