@@ -48,15 +48,29 @@ def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None
     arrays.update({f"state.{n}": s for n, s in zip(STATE_NAMES[model.cfg.cell], state, strict=False)})
     arrays["vocab"] = vocab.code_points
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_savez(path, arrays)
+
+
+def atomic_savez(path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez, atomically: temp file in the target directory, flush + fsync, os.replace, fsync the directory.
+    A crash at any moment leaves the previous file intact.  Through an open file, so no `.npz` is appended."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -79,6 +93,12 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise CharrnnError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CharrnnError(f"checkpoint {path} is a directory")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic:
+        raise CharrnnError(f"checkpoint {path} is empty")
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        raise CharrnnError(f"{path} is not a charrnn checkpoint (not an .npz file)")
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):

@@ -77,20 +77,20 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.nd
         raise CharrnnError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def check_path(path: Path) -> Path:
+def check_path(path: Path, label: str = "corpus") -> Path:
     path = Path(path)
     if not path.exists():
-        raise CharrnnError(f"corpus {path} does not exist")
+        raise CharrnnError(f"{label} {path} does not exist")
     if path.is_dir():
-        raise CharrnnError(f"corpus {path} is a directory, not a text file")
+        raise CharrnnError(f"{label} {path} is a directory, not a text file")
     if path.stat().st_size == 0:
-        raise CharrnnError(f"corpus {path} is empty")
+        raise CharrnnError(f"{label} {path} is empty")
     return path
 
 
-def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None) -> Corpus:
-    """Read and encode a text file.  With a given vocab (resume, eval), unknown characters are an error."""
-    path = check_path(path)
+def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus") -> Corpus:
+    """Read and encode a text file.  With a given vocab (resume), unknown characters are an error."""
+    path = check_path(path, label)
     hasher = hashlib.sha256()
     seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
     n = 0
@@ -100,7 +100,7 @@ def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None) -> Co
         seen[cps] = True
         n += cps.size
     if n == 0:
-        raise CharrnnError(f"corpus {path} is empty")
+        raise CharrnnError(f"{label} {path} is empty")
     found = Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32))
     if vocab is None:
         vocab = found

@@ -24,7 +24,7 @@ LN2 = math.log(2)
 def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int, list[dict]]:
     """The file as indices into vocab, with characters outside it dropped.
     Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first)."""
-    corpus = read_corpus(path, encoding)  # its own vocabulary: the file's characters
+    corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
     counts = np.bincount(corpus.data, minlength=len(corpus.vocab))
     unknown = [{"char": ch, "code_point": f"U+{ord(ch):04X}", "count": int(counts[j])}

@@ -11,13 +11,11 @@ cell and are refused.  No metadata, no pickle: the vocabulary stays in the check
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from charrnn.checkpoint import atomic_savez
 from charrnn.errors import CharrnnError
 from charrnn.model import DTYPES, Model, ModelConfig, param_shapes
 
@@ -79,39 +77,8 @@ def from_torch(tensors: dict[str, np.ndarray], dtype: str | None = None) -> Mode
     return Model(cfg, params)
 
 
-def write_npz(path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically, like checkpoints: temp file in the target directory, fsync, os.replace, fsync the
-    directory.  Through an open file, so np.savez adds no `.npz` suffix."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def export(model: Model, out) -> dict[str, np.ndarray]:
     """Write the model's PyTorch state_dict arrays to out (.npz); returns them."""
     arrays = to_torch(model)
-    write_npz(out, arrays)
+    atomic_savez(out, arrays)
     return arrays

@@ -100,8 +100,12 @@ def test_refuses_pickles_foreign_files_and_missing_paths(tmp_path):
         checkpoint.load(bare)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(CharrnnError):
+    with pytest.raises(CharrnnError, match=r"not a charrnn checkpoint \(not an .npz file\)"):
         checkpoint.load(text)
+    empty = tmp_path / "empty.npz"
+    empty.touch()
+    with pytest.raises(CharrnnError, match="is empty"):
+        checkpoint.load(empty)
     with pytest.raises(CharrnnError, match="does not exist"):
         checkpoint.load(tmp_path / "nope.npz")
     with pytest.raises(CharrnnError, match="directory"):
@@ -117,7 +121,7 @@ def test_failed_save_leaves_previous_file_and_no_temp(saved, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.np, "savez", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CharrnnError, match="cannot write .*disk full"):
         checkpoint.save(path, model, vocab, {}, optim.state_dict(), state)
     assert path.read_bytes() == before
     assert list(path.parent.glob(".*tmp")) == []
