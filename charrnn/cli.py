@@ -116,6 +116,8 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(DATA, "--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
 @opt(DATA, "--encoding", default=DEFAULTS["encoding"], help="Text encoding of the corpus.")
+@opt(DATA, "--cache/--no-cache", default=True,
+     help="Keep a big corpus's encoded indices in CORPUS.charrnn-cache.npy and memory-map them next time.")
 @opt(MODEL, "--model", "cell", type=click.Choice(list(CELLS)), default=DEFAULTS["cell"], help="Recurrent cell type.")
 @opt(MODEL, "--layers", "-L", type=click.IntRange(min=1), default=DEFAULTS["layers"], help="Stacked layers.")
 @opt(MODEL, "--hidden", "-H", type=click.IntRange(min=1), default=DEFAULTS["hidden"], help="Units per layer.")
@@ -164,7 +166,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(BOOK, "--force", is_flag=True, help="Resume even if the corpus changed since the checkpoint.")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
 @click.pass_context
-def train(ctx, corpus, out, preset, resume, force, quiet, **options):
+def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
     """Train a model on the text file CORPUS."""
     explicit = {k for k in options if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                         ParameterSource.ENVIRONMENT)}
@@ -180,7 +182,7 @@ def train(ctx, corpus, out, preset, resume, force, quiet, **options):
             settings = {**DEFAULTS, **PRESETS[preset], **{k: options[k] for k in explicit}}
         model_settings = {k: settings[k] for k in MODEL_FIELDS}
         train_cfg = TrainConfig(**{k: settings[k] for k in TRAIN_FIELDS})
-        data = read_corpus(corpus, train_cfg.encoding, vocab=ck.vocab if ck else None)
+        data = read_corpus(corpus, train_cfg.encoding, vocab=ck.vocab if ck else None, cache=cache)
         if ck and data.sha256 != ck.meta["corpus"]["sha256"] and not force:
             raise CharrnnError(f"{corpus} differs from the corpus this checkpoint was trained on "
                                f"(SHA-256 {data.sha256[:12]}... vs {ck.meta['corpus']['sha256'][:12]}...); "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.cache import CACHE_MIN_BYTES, load_cache, save_cache
 from charrnn.errors import CharrnnError
 from charrnn.vocab import Vocab, describe_chars
 
@@ -88,33 +89,64 @@ def check_path(path: Path, label: str = "corpus") -> Path:
     return path
 
 
-def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus") -> Corpus:
-    """Read and encode a text file.  With a given vocab (resume), unknown characters are an error."""
-    path = check_path(path, label)
+def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, int]:
+    """First pass: SHA-256 of the bytes, the vocabulary, the number of characters; refuses binary files."""
     hasher = hashlib.sha256()
     seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
     n = 0
     for cps in _code_point_blocks(path, encoding, hasher):
-        if cps.size and cps.min() == 0:
+        if cps.dtype == np.uint8:  # ASCII block: a 128-bin histogram is cheaper than a scatter
+            counts = np.bincount(cps, minlength=128)
+            seen[: counts.size] |= counts > 0
+            nul = counts[0] > 0
+        else:
+            seen[cps] = True
+            nul = cps.size and cps.min() == 0
+        if nul:
             raise CharrnnError(f"{path} looks binary: it contains NUL bytes (not a text file)")
-        seen[cps] = True
         n += cps.size
     if n == 0:
         raise CharrnnError(f"{label} {path} is empty")
-    found = Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32))
-    if vocab is None:
-        vocab = found
+    return hasher.hexdigest(), Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32)), n
+
+
+def encoded_blocks(path: Path, encoding: str, vocab: Vocab) -> Iterator[np.ndarray]:
+    """Second pass: the file's indices block by block (ASCII blocks through a 256-entry lookup table)."""
+    ascii_table = np.maximum(vocab.encode_code_points(np.arange(128)), 0).astype(vocab.dtype)
+    for cps in _code_point_blocks(path, encoding):
+        yield ascii_table[cps] if cps.dtype == np.uint8 else vocab.encode_code_points(cps).astype(vocab.dtype)
+
+
+def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus",
+                cache: bool = True) -> Corpus:
+    """Read and encode a text file, streaming it in blocks.  Files of CACHE_MIN_BYTES or more keep their
+    encoded indices in a cache file (see charrnn.cache) that later runs memory-map instead of decoding again.
+    With a given vocab (resume), characters outside it are an error."""
+    path = check_path(path, label)
+    use_cache = cache and path.stat().st_size >= CACHE_MIN_BYTES
+    hit = load_cache(path, encoding) if use_cache else None
+    if hit is not None:
+        sha256, found, data = hit
     else:
+        sha256, found, n = scan(path, encoding, label)
+
+        def blocks():
+            return encoded_blocks(path, encoding, found)
+
+        data = save_cache(path, encoding, sha256, found, n, blocks) if use_cache else None
+        if data is None:  # no cache: encode into memory
+            data = np.empty(n, dtype=found.dtype)
+            at = 0
+            for block in blocks():
+                data[at : at + block.size] = block
+                at += block.size
+    if vocab is not None and vocab != found:
         unknown = [ch for ch in found.chars if ch not in vocab]
         if unknown:
             raise CharrnnError(f"{path} has {len(unknown)} character(s) outside the vocabulary: "
                                f"{describe_chars(unknown)}")
-    data = np.empty(n, dtype=vocab.dtype)
-    at = 0
-    for cps in _code_point_blocks(path, encoding):
-        data[at : at + cps.size] = vocab.encode_code_points(cps)
-        at += cps.size
-    return Corpus(name=path.name, size=path.stat().st_size, sha256=hasher.hexdigest(), vocab=vocab, data=data)
+        data = vocab.encode_code_points(found.code_points).astype(vocab.dtype)[data]  # re-index
+    return Corpus(name=path.name, size=path.stat().st_size, sha256=sha256, vocab=vocab or found, data=data)
 
 
 def corpus_from_text(text: str, name: str = "<text>") -> Corpus:

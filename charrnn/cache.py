@@ -1,0 +1,83 @@
+"""The encoded-corpus cache: a big corpus is decoded once, then memory-mapped (like char-rnn's data.t7).
+
+Beside CORPUS sit CORPUS.charrnn-cache.npy (the index array, a plain .npy) and CORPUS.charrnn-cache.json (the
+file size and modification time it was made from, the encoding, SHA-256 and vocabulary).  A changed file, or
+another encoding, invalidates it.  Where the corpus's directory is not writable, the cache goes to
+$XDG_CACHE_HOME/charrnn (default ~/.cache/charrnn) instead.  Cache trouble never stops a run: it is rebuilt
+or skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.vocab import Vocab
+
+CACHE_MIN_BYTES = 8 << 20  # smaller files decode faster than a cache is worth
+SUFFIX = ".charrnn-cache"
+
+
+def cache_paths(corpus: Path) -> list[Path]:
+    """Candidate cache stems, in order: beside the corpus, then the user's cache directory."""
+    corpus = corpus.resolve()
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charrnn"
+    key = hashlib.sha1(str(corpus).encode()).hexdigest()[:16]
+    return [corpus.with_name(corpus.name + SUFFIX), home / f"{corpus.name}.{key}{SUFFIX}"]
+
+
+def _fingerprint(corpus: Path, encoding: str) -> dict:
+    st = corpus.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "encoding": encoding, "version": 1}
+
+
+def load_cache(corpus: Path, encoding: str) -> tuple[str, Vocab, np.ndarray] | None:
+    """(sha256, vocab, memory-mapped indices) from a valid cache, else None."""
+    want = _fingerprint(corpus, encoding)
+    for stem in cache_paths(corpus):
+        try:
+            meta = json.loads(stem.with_suffix(stem.suffix + ".json").read_text())
+            if meta.get("fingerprint") != want:
+                continue
+            vocab = Vocab.from_code_points(np.array(meta["code_points"], dtype=np.int32))
+            data = np.load(stem.with_suffix(stem.suffix + ".npy"), mmap_mode="r", allow_pickle=False)
+            if data.dtype == vocab.dtype and data.shape == (meta["chars"],):
+                return meta["sha256"], vocab, data
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def save_cache(corpus: Path, encoding: str, sha256: str, vocab: Vocab, n: int,
+               blocks: Callable[[], Iterable[np.ndarray]]) -> np.ndarray | None:
+    """Stream the encoded blocks (from a fresh blocks() per attempt) into a cache file, with plain writes so
+    preparing a gigabyte corpus keeps a small footprint, and return it memory-mapped; None if no cache
+    location is writable."""
+    for stem in cache_paths(corpus):
+        npy, meta_path = stem.with_suffix(stem.suffix + ".npy"), stem.with_suffix(stem.suffix + ".json")
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
+        except OSError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False, "shape": (n,)}
+                np.lib.format.write_array_header_2_0(f, header)
+                for block in blocks():
+                    f.write(block.tobytes())
+            os.replace(tmp, npy)
+            meta = {"fingerprint": _fingerprint(corpus, encoding), "sha256": sha256, "chars": n,
+                    "code_points": vocab.code_points.tolist()}
+            meta_path.write_text(json.dumps(meta))
+            return np.load(npy, mmap_mode="r", allow_pickle=False)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            continue
+    return None

@@ -1,0 +1,61 @@
+"""The encoded-corpus cache: written for big files, memory-mapped on the next read, invalidated by changes."""
+
+import json
+
+import numpy as np
+import pytest
+
+import charrnn.data
+from charrnn.data import read_corpus
+from charrnn.vocab import Vocab
+
+TEXT = "Ünïcode and ASCII, mixed: 😀 — " * 400 + "plain ascii tail " * 2000
+
+
+@pytest.fixture
+def big(tmp_path, monkeypatch):
+    monkeypatch.setattr(charrnn.data, "CACHE_MIN_BYTES", 1000)
+    monkeypatch.setattr(charrnn.data, "BLOCK", 4096)  # several ASCII and non-ASCII blocks
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "big.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_cache_is_written_then_memory_mapped(big):
+    first = read_corpus(big)
+    assert (big.parent / "big.txt.charrnn-cache.npy").exists()
+    second = read_corpus(big)
+    assert isinstance(second.data, np.memmap)
+    assert second.vocab == first.vocab and second.sha256 == first.sha256 and second.size == first.size
+    np.testing.assert_array_equal(second.data, first.data)
+    assert second.vocab.decode(second.data) == TEXT
+    uncached = read_corpus(big, cache=False)
+    assert not isinstance(uncached.data, np.memmap) and uncached.sha256 == first.sha256
+
+
+def test_changed_file_or_encoding_invalidates(big):
+    read_corpus(big)
+    big.write_text(TEXT + "new words\n", encoding="utf-8")
+    changed = read_corpus(big)
+    assert changed.vocab.decode(changed.data) == TEXT + "new words\n"
+    big.write_text("caf\u00e9 " * 500, encoding="utf-8")
+    as_utf8 = read_corpus(big)
+    as_latin1 = read_corpus(big, encoding="latin-1")  # the same bytes, other characters
+    assert as_utf8.vocab != as_latin1.vocab and as_latin1.vocab.decode(as_latin1.data).startswith("cafÃ©")
+
+
+def test_damaged_cache_is_rebuilt(big):
+    read_corpus(big)
+    (big.parent / "big.txt.charrnn-cache.json").write_text("{broken")
+    again = read_corpus(big)
+    assert again.vocab.decode(again.data) == TEXT
+    meta = json.loads((big.parent / "big.txt.charrnn-cache.json").read_text())
+    assert meta["chars"] == len(TEXT)
+
+
+def test_given_vocabulary_reindexes_cached_data(big):
+    read_corpus(big)
+    wider = Vocab(set(TEXT) | set("#@!"))
+    corpus = read_corpus(big, vocab=wider)
+    assert corpus.vocab == wider and wider.decode(corpus.data) == TEXT
