@@ -129,7 +129,8 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(OPTIM, "--optimizer", type=click.Choice(list(OPTIMIZERS)), default=DEFAULTS["optimizer"], help="Optimiser.")
 @opt(OPTIM, "--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"], help="Learning rate.")
 @opt(OPTIM, "--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default=DEFAULTS["lr_schedule"],
-     help="constant; step: x--lr-decay per epoch after --lr-decay-after epochs; cosine: down to --lr-min x lr.")
+     help="constant; step: x--lr-decay per epoch after --lr-decay-after epochs; cosine: down to --lr-min x lr "
+          "over --steps or --epochs, else over --time-limit.")
 @opt(OPTIM, "--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"], help="Steps of linear warm-up.")
 @opt(OPTIM, "--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=DEFAULTS["lr_decay"],
      help="Step schedule: factor per epoch.")

@@ -60,8 +60,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def learning_rate(cfg: TrainConfig, step: int, epoch: float, total_steps: int | None) -> float:
-    """The learning rate for update number step + 1 (linear warm-up, then the schedule)."""
+def learning_rate(cfg: TrainConfig, step: int, epoch: float, total_steps: int | None,
+                  time_fraction: float | None = None) -> float:
+    """The learning rate for update number step + 1 (linear warm-up, then the schedule).  The cosine runs over
+    total_steps, or, for a run limited only by time, over the fraction of --time-limit used so far."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if cfg.lr_schedule == "constant":
@@ -69,7 +71,10 @@ def learning_rate(cfg: TrainConfig, step: int, epoch: float, total_steps: int | 
     if cfg.lr_schedule == "step":  # char-rnn: lr *= decay at the end of every epoch after lr_decay_after
         return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - math.floor(cfg.lr_decay_after))
     if cfg.lr_schedule == "cosine":
-        progress = min(1.0, (step - cfg.warmup) / max(1, total_steps - cfg.warmup))
+        if total_steps is not None:
+            progress = min(1.0, (step - cfg.warmup) / max(1, total_steps - cfg.warmup))
+        else:
+            progress = min(1.0, time_fraction or 0.0)
         return cfg.lr * (cfg.lr_min + (1 - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress)))
     raise CharrnnError(f"unknown learning-rate schedule {cfg.lr_schedule!r}")
 
@@ -115,8 +120,9 @@ class Trainer:
         self.train_data, self.val_data = corpus.split(cfg.val_frac)
         self.streams = Streams(self.train_data, cfg.batch_size, cfg.seq_len, "training")
         self.total_steps = cfg.steps or (math.ceil(cfg.epochs * self.streams.chunks) if cfg.epochs else None)
-        if cfg.lr_schedule == "cosine" and self.total_steps is None:
-            raise CharrnnError("the cosine schedule needs a length: give --steps or --epochs")
+        if cfg.lr_schedule == "cosine" and self.total_steps is None and cfg.time_limit is None:
+            raise CharrnnError("the cosine schedule needs a length: give --steps, --epochs or --time-limit")
+        self._started = None  # monotonic start of this invocation's training, for time limit and schedule
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
             self.model = Model.create(model_cfg, self.rng)
@@ -178,7 +184,10 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return learning_rate(self.cfg, self.step, self.epoch_progress, self.total_steps)
+        fraction = None
+        if self.cfg.time_limit and self._started is not None:
+            fraction = (time.monotonic() - self._started) / self.cfg.time_limit
+        return learning_rate(self.cfg, self.step, self.epoch_progress, self.total_steps, fraction)
 
     def _done(self, started: float) -> str | None:
         cfg = self.cfg
@@ -237,7 +246,7 @@ class Trainer:
             caught.append(signum)
 
         handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        started = last_tick = time.monotonic()
+        started = last_tick = self._started = time.monotonic()
         interval_loss, interval_steps, interval_chars = 0.0, 0, 0
         interval_time, val = 0.0, None
         start_step = self.step

@@ -122,7 +122,7 @@ def test_bad_option_values_exit_2(corpus, args, fragment):
 
 
 def test_cosine_needs_a_length(tmp_path, corpus):
-    assert_one_line_error(train(corpus, "--out", tmp_path, "--lr-schedule", "cosine", *SMALL), 1, "--steps or --epochs")
+    assert_one_line_error(train(corpus, "--out", tmp_path, "--lr-schedule", "cosine", *SMALL), 1, "--steps, --epochs or --time-limit")
 
 
 def test_damaged_and_foreign_checkpoints_on_resume(tmp_path, corpus):

@@ -110,6 +110,8 @@ def test_learning_rate_schedules():
     step = TrainConfig(lr=1.0, lr_schedule="step", lr_decay=0.5, lr_decay_after=2)
     assert [learning_rate(step, 0, e, None) for e in (0.5, 2.9, 3.0, 4.5)] == [1.0, 1.0, 0.5, 0.25]
     assert learning_rate(TrainConfig(lr=0.3), 1000, 7, None) == 0.3
+    timed = TrainConfig(lr=1.0, lr_schedule="cosine", lr_min=0.0, time_limit=600)
+    assert [learning_rate(timed, 500, 0, None, f) for f in (0.0, 0.5, 1.0, 1.7)] == pytest.approx([1, 0.5, 0, 0])
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -87,8 +87,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
     W = p["weight_hh"]
 
-    tanh_mask = np.where(gate_scale(H, dtype) == 1.0, 1.0, 0.0).astype(dtype)
-    slope = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))
+    slope = activation_slope(acts, n_, ws.get("slope", acts.shape, dtype))
     h_minus_n = ws.get("h_minus_n", (T, N, H), dtype)
     np.subtract(hs[:-1], acts[:, :, n_], out=h_minus_n)
     dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations

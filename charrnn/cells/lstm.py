@@ -128,8 +128,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     W = p["weight_hh"]  # (GH, H)
 
     G = GH // H
-    tanh_mask = np.where(gate_scale(H, dtype, coupled) == 1.0, 1.0, 0.0).astype(dtype)
-    dA = activation_slope(acts, tanh_mask, ws.get("slope", acts.shape, dtype))
+    dA = activation_slope(acts, sl["g"], ws.get("slope", acts.shape, dtype))
     # Fold in, for the whole chunk, everything a gate's gradient needs besides the recurrent dh and dc':
     # d(pre_o) = dh tanh(c') o(1-o);  d(pre_i) = dc' g i(1-i);  d(pre_f) = dc' c f(1-f);  d(pre_g) = dc' i (1-g^2)
     dA[:, :, sl["o"]] *= tcs
