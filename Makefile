@@ -30,3 +30,16 @@ train: corpus
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache
+
+# Benchmarks: never part of `make test`.  The bench extra adds PyTorch (CPU build) as the comparison peer.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) bench/roofline.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/sample_speed.py
+	$(PY) bench/scale.py
+	$(PY) bench/quality.py

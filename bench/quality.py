@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--eval-every", default="200", help="steps between validation runs (the curve's points)")
     parser.add_argument("--name", default=None, help="results name (default: the preset)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then further charrnn train options")
-    args = parser.parse_args()
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: charrnn train options
     name = args.name or args.preset
     out = RESULTS / f"quality-{name}"
     command = [sys.executable, "-m", "charrnn", "train", str(args.corpus), "--preset", args.preset,

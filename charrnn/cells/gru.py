@@ -87,9 +87,16 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
     W = p["weight_hh"]
 
-    slope = activation_slope(acts, n_, ws.get("slope", acts.shape, dtype))
-    h_minus_n = ws.get("h_minus_n", (T, N, H), dtype)
-    np.subtract(hs[:-1], acts[:, :, n_], out=h_minus_n)
+    # Fold in, for the whole chunk, every factor that does not depend on the recurrent dh:
+    # d(pre_z) = dh (h - n) z(1-z);  d(pre_n) = dh (1 - z)(1 - n^2);  d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r)
+    P = activation_slope(acts, n_, ws.get("slope", acts.shape, dtype))
+    z_all, n_all = acts[:, :, H : 2 * H], acts[:, :, n_]
+    tmp_all = ws.get("tmp_all", (T, N, H), dtype)
+    np.subtract(hs[:-1], n_all, out=tmp_all)
+    P[:, :, H : 2 * H] *= tmp_all
+    np.subtract(1, z_all, out=tmp_all)
+    P[:, :, n_] *= tmp_all
+    P[:, :, :H] *= ghn
     dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations
     dG = ws.get("dG", acts.shape, dtype)  # gradient of W_hh h + b_hh
 
@@ -101,18 +108,14 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     else:
         dh_next[...] = dstateT[0]
     for t in range(T - 1, -1, -1):
-        r, z = acts[t, :, :H], acts[t, :, H : 2 * H]
-        g, x, s = dG[t], dX[t], slope[t]
+        g, dn, pt = dG[t], dX[t, :, n_], P[t]
         np.add(dhs[t], dh_next, out=dh)
-        np.multiply(dh, h_minus_n[t], out=g[:, H : 2 * H])  # dz = dh (h - n)
-        np.multiply(dh, z, out=dh_z)
-        dn = x[:, n_]
-        np.subtract(dh, dh_z, out=dn)  # dn = dh (1 - z)
-        dn *= s[:, n_]
-        np.multiply(dn, ghn[t], out=g[:, :H])  # dr = d(pre_n) (W_hn h + b_hn)
-        np.multiply(dn, r, out=g[:, n_])
-        g[:, rz] *= s[:, rz]
+        np.multiply(dh, pt[:, H : 2 * H], out=g[:, H : 2 * H])  # d(pre_z)
+        np.multiply(dh, pt[:, n_], out=dn)  # d(pre_n)
+        np.multiply(dn, pt[:, :H], out=g[:, :H])  # d(pre_r)
+        np.multiply(dn, acts[t, :, :H], out=g[:, n_])  # d(W_hn h + b_hn) = d(pre_n) r
         np.matmul(g, W, out=dh_next)
+        np.multiply(dh, acts[t, :, H : 2 * H], out=dh_z)
         dh_next += dh_z  # dh = dG @ W_hh + dh z
     dX[:, :, rz] = dG[:, :, rz]
 

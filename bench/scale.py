@@ -1,0 +1,114 @@
+"""Scale: corpus preparation throughput and peak memory, and training memory and step cost, on big corpora.
+
+For synthetic corpora of 10 MB, 100 MB and 1 GB (ASCII and mixed UTF-8), written to a temporary directory and
+removed afterwards: the MB/s of preparing (the streaming two-pass read that writes the memory-mapped index
+cache), the peak RSS of preparing, and the peak RSS and chars/s of training an LSTM 2x256 for 50 steps on the
+cached corpus.  Each measurement runs in a fresh child process, so peak RSS is its own.
+
+    python bench/scale.py [--sizes 10,100,1000] [--kinds ascii,utf8] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+WORDS = {
+    "ascii": "the of and to a in that is was he for it with as his on be at by I had not are but from or have an "
+             "they which one you were her all she there would their we him been has when who will more no if out "
+             "ROMEO. JULIET. Enter, exeunt; O! what? thou thee thy doth hath".split(),
+    "utf8": "le café était très élégant über straße grüße naïve façade año niño ¿qué? ¡sí! — «guillemets» "
+            "Ελληνικά русский 日本語 中文 한국어 😀 🎉 ∑ ∫ π ≈ ≠ the and of a to in".split(),
+}
+
+
+def write_corpus(path: Path, kind: str, megabytes: int) -> int:
+    """Random words and line breaks up to the size; a 4 MB block with fresh randomness per block."""
+    rng = np.random.default_rng(0)
+    words = WORDS[kind]
+    target, written = megabytes * 1_000_000, 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            picks = rng.integers(0, len(words), 400_000)
+            breaks = rng.random(400_000) < 0.1
+            block = "".join(words[i] + ("\n" if b else " ") for i, b in zip(picks, breaks, strict=True))
+            data = block.encode("utf-8")[: target - written].decode("utf-8", "ignore")
+            f.write(data)
+            written += len(data.encode("utf-8"))
+    return written
+
+
+def child(code: str) -> tuple[dict, float]:
+    """Run python -c code in a fresh process; returns its JSON line and its own peak RSS in MB."""
+    out = subprocess.run([sys.executable, "-c", code + PEAK], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result, result.pop("peak_rss_kb") / 1024
+
+
+PEAK = """
+import resource
+print(json.dumps({**result, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+PREPARE = """
+import json, time
+from charrnn.data import read_corpus
+t = time.perf_counter(); c = read_corpus({path!r}); dt = time.perf_counter() - t
+result = {{"seconds": dt, "chars": len(c.data), "vocab": len(c.vocab), "mmap": type(c.data).__name__}}
+"""
+
+TRAIN = """
+import json
+from charrnn.data import read_corpus
+from charrnn.model import ModelConfig
+from charrnn.train import TrainConfig, Trainer
+c = read_corpus({path!r})
+cfg = TrainConfig(steps={steps}, val_frac=0.0001, eval_every={steps}, save_every=10**9, seed=0)
+t = Trainer(c, ModelConfig(vocab_size=len(c.vocab), hidden=256, layers=2), cfg, {out!r})
+t.run()
+result = {{"chars_per_s": t.history[-1]["chars_per_s"], "val_chars": len(t.val_data)}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1,10,100,1000", help="corpus sizes in MB")
+    parser.add_argument("--kinds", default="ascii,utf8")
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    rows = []
+    print(f"{'corpus':<14}{'prepare MB/s':>13}{'prep RSS MB':>12}{'cached read s':>14}{'train RSS MB':>13}"
+          f"{'train chars/s':>14}")
+    for kind in args.kinds.split(","):
+        for mb in map(int, args.sizes.split(",")):
+            with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+                path = Path(tmp) / f"{kind}-{mb}MB.txt"
+                size = write_corpus(path, kind, mb)
+                t0 = time.perf_counter()
+                prep, prep_rss = child(PREPARE.format(path=str(path)))
+                wall = time.perf_counter() - t0
+                cached, _ = child(PREPARE.format(path=str(path)))  # second read: the cache, memory-mapped
+                train, train_rss = child(TRAIN.format(path=str(path), steps=args.steps, out=str(Path(tmp) / "ck")))
+            row = {"kind": kind, "megabytes": mb, "bytes": size, "chars": prep["chars"], "vocab": prep["vocab"],
+                   "prepare_seconds": prep["seconds"], "prepare_wall_seconds": wall,
+                   "prepare_mb_per_s": size / 1e6 / prep["seconds"], "prepare_peak_rss_mb": prep_rss,
+                   "cached_read_seconds": cached["seconds"], "cached_is_mmap": cached["mmap"] == "memmap",
+                   "train_peak_rss_mb": train_rss, "train_chars_per_s": train["chars_per_s"]}
+            rows.append(row)
+            print(f"{kind + ' ' + str(mb) + ' MB':<14}{row['prepare_mb_per_s']:>13.0f}{prep_rss:>12.0f}"
+                  f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{train['chars_per_s']:>14,.0f}", flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"rows": rows}, indent=1))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
