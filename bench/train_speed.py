@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of charrnn and PyTorch; best kept")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args()
+    if not args.no_torch:
+        torch_peer.tune_malloc()  # PyTorch's best figures need glibc's thresholds raised (PERF-NOTES)
     steps = 6 if args.quick else 15
     print(f"BLAS: {roofline.blas_info()}  threads: {torch_peer.numpy_threads()}")
     print(f"B={BATCH} T={SEQ_LEN} V={VOCAB} float32, Adam, clip 5; median of {steps} steps, best of {args.rounds}")

@@ -42,8 +42,9 @@ MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 SHAPE_FIELDS = ("cell", "layers", "hidden", "peephole", "coupled", "dtype")  # fixed once a run has started
 DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "optimizer")  # fixed too: stream position, optimiser state
+LENGTH_FIELDS = ("steps", "epochs", "time_limit")
 DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
-            **PRESETS["default"]}
+            **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}
 
 
 class Duration(click.ParamType):
@@ -146,7 +147,8 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(LENGTH, "--steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
 @opt(LENGTH, "--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
      help="Stop after this many passes over the training split in total.")
-@opt(LENGTH, "--time-limit", type=Duration(), default=None, help="Stop after this wall time, e.g. 90s, 10m, 2h.")
+@opt(LENGTH, "--time-limit", type=Duration(), default=None,
+     help="Stop after this much training time in total (a resumed run counts its earlier time): 90s, 10m, 2h.")
 @opt(BOOK, "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
      help="Directory for latest.npz and best.npz.")
 @opt(BOOK, "--eval-every", type=click.IntRange(min=1), default=DEFAULTS["eval_every"],
@@ -180,7 +182,10 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
             ck = checkpoint.load(Path(resume) if resume else out / "latest.npz")
             settings = resolve_resume(ck, options, explicit)
         else:
-            settings = {**DEFAULTS, **PRESETS[preset], **{k: options[k] for k in explicit}}
+            chosen = PRESETS[preset]
+            if explicit & set(LENGTH_FIELDS):  # the user's length replaces the preset's entirely
+                chosen = {k: v for k, v in chosen.items() if k not in LENGTH_FIELDS}
+            settings = {**DEFAULTS, **chosen, **{k: options[k] for k in explicit}}
         model_settings = {k: settings[k] for k in MODEL_FIELDS}
         train_cfg = TrainConfig(**{k: settings[k] for k in TRAIN_FIELDS})
         data = read_corpus(corpus, train_cfg.encoding, vocab=ck.vocab if ck else None, cache=cache)
@@ -215,8 +220,6 @@ def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> d
             raise CharrnnError(f"{flag} {options[name]} differs from the checkpoint's {settings[name]}; "
                                f"the model, data layout and optimiser cannot change on resume")
     settings.update({k: options[k] for k in explicit})
-    if "time_limit" not in explicit:
-        settings["time_limit"] = None  # a time limit belongs to one invocation
     return settings
 
 

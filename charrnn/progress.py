@@ -40,7 +40,7 @@ class TrainingReporter(Reporter):
         self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
         self.bar = None
         self.loss_ema, self.updates = 0.0, 0
-        self.speed = None
+        self.speed = self.step_time = None
         self._last_elapsed = 0.0
 
     def start(self, info: dict) -> None:
@@ -58,9 +58,9 @@ class TrainingReporter(Reporter):
         self.smoothed = self.loss_ema / (1 - 0.98**self.updates)  # bias-corrected moving average
         dt = s["elapsed"] - self._last_elapsed
         self._last_elapsed = s["elapsed"]
-        if dt > 0:
-            rate = s["chars"] / dt
-            self.speed = rate if self.speed is None else 0.9 * self.speed + 0.1 * rate
+        if dt > 0:  # average the step time, not the rate: a mean of rates overweights the fast steps
+            self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
+            self.speed = s["chars"] / self.step_time
         if self.quiet:
             return
         fields = {"loss": f"{self.smoothed:.3f}", "val": "-" if s["val"] is None else f"{s['val']:.3f}",

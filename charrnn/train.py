@@ -28,7 +28,7 @@ LN2 = math.log(2)
 
 @dataclass
 class TrainConfig:
-    """Everything about a run except the model's shape.  Defaults are the `default` preset's."""
+    """Everything about a run except the model's shape.  Plain defaults; the CLI lays presets (presets.py) over them."""
 
     seq_len: int = 64  # T: truncation length of backprop through time
     batch_size: int = 64  # B: parallel streams
@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     steps: int | None = None  # stop after this many steps in total ...
     epochs: float | None = None  # ... or epochs in total ...
-    time_limit: float | None = None  # ... or seconds of this invocation, whichever comes first
+    time_limit: float | None = None  # ... or seconds of training in total, whichever comes first
     eval_every: int = 500
     save_every: int = 500
     sample_every: int = 0  # 0: no samples during training
@@ -122,7 +122,7 @@ class Trainer:
         self.total_steps = cfg.steps or (math.ceil(cfg.epochs * self.streams.chunks) if cfg.epochs else None)
         if cfg.lr_schedule == "cosine" and self.total_steps is None and cfg.time_limit is None:
             raise CharrnnError("the cosine schedule needs a length: give --steps, --epochs or --time-limit")
-        self._started = None  # monotonic start of this invocation's training, for time limit and schedule
+        self._started = None  # monotonic start of this invocation, while it trains
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
             self.model = Model.create(model_cfg, self.rng)
@@ -160,7 +160,7 @@ class Trainer:
             "train": asdict(cfg),
             "progress": {"step": self.step, "epoch": self.epoch, "chunk": self.chunk,
                          "epoch_progress": self.epoch_progress, "chars_seen": self.chars_seen,
-                         "elapsed": self.elapsed},
+                         "elapsed": self.run_time},
             "schedule": {"name": cfg.lr_schedule, "lr": self.lr, "total_steps": self.total_steps},
             "rng": self.rng.bit_generator.state,
             "history": self.history,
@@ -185,17 +185,22 @@ class Trainer:
     @property
     def lr(self) -> float:
         fraction = None
-        if self.cfg.time_limit and self._started is not None:
-            fraction = (time.monotonic() - self._started) / self.cfg.time_limit
+        if self.cfg.time_limit:
+            fraction = self.run_time / self.cfg.time_limit
         return learning_rate(self.cfg, self.step, self.epoch_progress, self.total_steps, fraction)
 
-    def _done(self, started: float) -> str | None:
+    @property
+    def run_time(self) -> float:
+        """Wall time this run has trained, evaluation included, over all its invocations (resumes add up)."""
+        return self.elapsed + (time.monotonic() - self._started if self._started is not None else 0.0)
+
+    def _done(self) -> str | None:
         cfg = self.cfg
         if cfg.steps is not None and self.step >= cfg.steps:
             return "steps"
         if cfg.epochs is not None and self.epoch_progress >= cfg.epochs:
             return "epochs"
-        if cfg.time_limit is not None and time.monotonic() - started >= cfg.time_limit:
+        if cfg.time_limit is not None and self.run_time >= cfg.time_limit:
             return "time"
         return None
 
@@ -228,7 +233,7 @@ class Trainer:
         if len(self.val_data) >= 2:
             val = validate(self.model, self.val_data, self.cfg.batch_size, self.cfg.seq_len)
         self.history.append({"step": self.step, "epoch": round(self.epoch_progress, 4), "train_loss": train_loss,
-                             "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.elapsed, 3)})
+                             "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.run_time, 3)})
         if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):
             self.best_val, self.best_step = val, self.step
             self.save("best.npz")
@@ -251,13 +256,12 @@ class Trainer:
         interval_time, val = 0.0, None
         start_step = self.step
         try:
-            while (reason := self._done(started)) is None:
+            while (reason := self._done()) is None:
                 if caught:
                     reason = "interrupted" if caught[0] == signal.SIGINT else "terminated"
                     break
                 loss, norm = self.train_step()
                 now = time.monotonic()
-                self.elapsed += now - last_tick
                 interval_time += now - last_tick
                 last_tick = now
                 interval_loss, interval_steps = interval_loss + loss, interval_steps + 1
@@ -284,6 +288,7 @@ class Trainer:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
+            self.elapsed, self._started = self.run_time, None
             rep.close()
         exit_code = {"interrupted": 130, "terminated": 143}.get(reason, 0)
         return Outcome(reason, exit_code, {

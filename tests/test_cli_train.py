@@ -87,7 +87,7 @@ def test_help_groups_options_and_shows_defaults():
     assert result.exit_code == 0
     for heading in ("Data:", "Model:", "Optimisation:", "Length (whichever comes first):", "Checkpoints and output:"):
         assert heading in result.output
-    assert "Units per layer. [default: 256; x>=1]" in " ".join(result.output.split())  # wrapping aside
+    assert "Units per layer. [default: 512; x>=1]" in " ".join(result.output.split())  # wrapping aside
 
 
 def write_bytes(tmp_path, name, data):
@@ -122,7 +122,19 @@ def test_bad_option_values_exit_2(corpus, args, fragment):
 
 
 def test_cosine_needs_a_length(tmp_path, corpus):
-    assert_one_line_error(train(corpus, "--out", tmp_path, "--lr-schedule", "cosine", *SMALL), 1, "--steps, --epochs or --time-limit")
+    result = train(corpus, "--out", tmp_path, "--preset", "min-char-rnn", "--lr-schedule", "cosine")
+    assert_one_line_error(result, 1, "--steps, --epochs or --time-limit")
+
+
+def test_default_preset_trains_ten_minutes_unless_told_otherwise(tmp_path, corpus):
+    assert train(corpus, "--out", tmp_path / "a", "--steps", "3", *SMALL).exit_code == 0
+    assert checkpoint.load(tmp_path / "a" / "latest.npz").meta["train"]["time_limit"] is None  # --steps replaced it
+    assert train(corpus, "--out", tmp_path / "b", "--time-limit", "1s", *SMALL).exit_code == 0
+    meta = checkpoint.load(tmp_path / "b" / "latest.npz").meta
+    assert meta["train"]["time_limit"] == 1.0 and meta["train"]["lr_schedule"] == "cosine"
+    assert meta["progress"]["elapsed"] >= 1.0
+    assert train(corpus, "--out", tmp_path / "b", "--time-limit", "2s", "--resume").exit_code == 0
+    assert 2.0 <= checkpoint.load(tmp_path / "b" / "latest.npz").meta["progress"]["elapsed"] < 10  # a total
 
 
 def test_damaged_and_foreign_checkpoints_on_resume(tmp_path, corpus):
