@@ -34,7 +34,7 @@ def charrnn_speed(cell: str, layers: int, hidden: int, chars: int, rounds: int =
                          np.random.default_rng(0))
     best = 0.0
     for r in range(rounds):
-        steps = generate(model, VOCAB, chars, np.random.default_rng(r), prime="The ", temperature=0.8)
+        steps = generate(model, VOCAB, chars, np.random.default_rng(r), prime="THE ", temperature=0.8)
         t0 = time.perf_counter()
         for _ in steps:
             pass
