@@ -7,9 +7,7 @@ they exit 2 with a usage line.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import secrets
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from tqdm import tqdm
 
 from charrnn import __version__, checkpoint
 from charrnn.cells import CELLS
+from charrnn.cli_types import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_file
@@ -45,50 +44,6 @@ DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "optimizer")  # fixed too: s
 LENGTH_FIELDS = ("steps", "epochs", "time_limit")
 DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
             **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}
-
-
-class Duration(click.ParamType):
-    """A wall-clock duration: 90s, 10m, 2h, 1h30m, or plain seconds."""
-
-    name = "duration"
-    UNITS = {"h": 3600, "m": 60, "s": 1}
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        text = str(value).strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            self.fail(f"{value!r} is not a duration such as 90s, 10m, 2h or 1h30m", param, ctx)
-        return sum(float(n) * self.UNITS[u] for n, u in parts)
-
-
-class GroupedCommand(click.Command):
-    """Prints options under headings (data, model, optimisation, ...) like char-rnn's flag list."""
-
-    def format_options(self, ctx, formatter):
-        groups: dict[str, list] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
-            if record:
-                groups.setdefault(getattr(param, "group", "Other"), []).append(record)
-        groups["Other"] = groups.pop("Other", [])  # --help last
-        for title, records in groups.items():
-            with formatter.section(title):
-                formatter.write_dl(records)
-
-
-def opt(group: str, *decls, **kwargs):
-    """click.option that remembers its help group."""
-
-    def decorator(f):
-        click.option(*decls, **kwargs)(f)
-        f.__click_params__[-1].group = group
-        return f
-
-    return decorator
 
 
 def fail(error: Exception) -> click.ClickException:
@@ -256,33 +211,6 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
 
 DEFAULT_CHECKPOINTS = (Path("checkpoints") / "best.npz", Path("checkpoints") / "latest.npz")  # what train writes
 SEPARATOR = "-" * 40  # the line printed between the samples of --num-samples
-ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-
-
-class Escaped(click.ParamType):
-    """Text in which \\n, \\t, \\r and \\\\ stand for newline, tab, carriage return and backslash."""
-
-    name = "text"
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        text = re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), value)
-        if not text:
-            self.fail("must not be empty", param, ctx)
-        return text
-
-
-class FiniteFloatRange(click.FloatRange):
-    """click.FloatRange that also refuses nan and inf (which pass its comparisons)."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{number} is not a finite number", param, ctx)
-        return number
-
-
 def default_checkpoint() -> Path:
     """Where `charrnn train` (and `make train`) leave checkpoints: best.npz first, as it has the lowest
     validation loss; latest.npz when no validation ran."""
