@@ -155,7 +155,7 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
         trainer.reporter.start(banner(data, trainer, model_cfg, train_cfg, preset if not ck else "resumed"))
         outcome = trainer.run()
     except KeyboardInterrupt:
-        click.echo("charrnn: interrupted twice; stopped without saving (the last checkpoint is untouched)", err=True)
+        click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
         sys.exit(130)
     except CharrnnError as e:
         raise fail(e) from None
