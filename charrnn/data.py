@@ -46,9 +46,10 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.nd
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
-    if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):  # base64, rot13, hex: not bytes -> text
+    codec = codecs.lookup(encoding)
+    if not getattr(codec, "_is_text_encoding", True):  # base64, rot13, hex: not bytes -> text
         raise CharrnnError(f"{encoding!r} is not a text encoding")
-    ascii_ok = codecs.lookup(encoding).name in ("utf-8", "ascii", "latin-1", "iso8859-1", "cp1252")
+    ascii_ok = codec.name in ("utf-8", "ascii", "latin-1", "iso8859-1", "cp1252")
     offset = 0
     try:
         with open(path, "rb") as f:
@@ -111,7 +112,7 @@ def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, 
 
 
 def encoded_blocks(path: Path, encoding: str, vocab: Vocab) -> Iterator[np.ndarray]:
-    """Second pass: the file's indices block by block (ASCII blocks through a 256-entry lookup table)."""
+    """Second pass: the file's indices block by block (ASCII blocks through a 128-entry lookup table)."""
     ascii_table = np.maximum(vocab.encode_code_points(np.arange(128)), 0).astype(vocab.dtype)
     for cps in _code_point_blocks(path, encoding):
         yield ascii_table[cps] if cps.dtype == np.uint8 else vocab.encode_code_points(cps).astype(vocab.dtype)

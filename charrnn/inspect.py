@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 
 from charrnn import checkpoint
+from charrnn.evaluate import LN2
 from charrnn.model import param_shapes
 
-LN2 = math.log(2)
 VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
 
 

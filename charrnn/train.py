@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import checkpoint
-from charrnn.data import Corpus, Streams, eval_batches
+from charrnn.data import Corpus, Streams
 from charrnn.errors import CharrnnError
+from charrnn.evaluate import LN2, score
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_gradients, make_optimizer
 from charrnn.sample import sample_text
-
-LN2 = math.log(2)
 
 
 @dataclass
@@ -100,13 +99,8 @@ class Outcome:
 
 
 def validate(model: Model, data: np.ndarray, batch_size: int, seq_len: int) -> float:
-    """Mean loss in nats/char over the whole split, with carried state, no dropout."""
-    state, total, count = None, 0.0, 0
-    for x, y in eval_batches(data, batch_size, seq_len):
-        if state is None:
-            state = model.initial_state(x.shape[0])
-        loss, n, state = model.evaluate(x, y, state)
-        total, count = total + loss, count + n
+    """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
+    total, count = score(model, data, batch_size, seq_len)
     return total / count if count else float("nan")
 
 
@@ -227,8 +221,10 @@ class Trainer:
             self.state = self.model.initial_state(self.cfg.batch_size)
         return loss, norm
 
-    def evaluate(self, train_loss: float | None, chars_per_s: float | None) -> float | None:
-        """Validate, record history, write best.npz on improvement."""
+    def evaluate(self, train_loss: float, chars: int, seconds: float) -> float | None:
+        """Close an interval of training (mean train loss, characters and seconds it took): validate, record
+        history, write best.npz on improvement, report."""
+        chars_per_s = chars / seconds if seconds else None
         val = None
         if len(self.val_data) >= 2:
             val = validate(self.model, self.val_data, self.cfg.batch_size, self.cfg.seq_len)
@@ -237,6 +233,7 @@ class Trainer:
         if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):
             self.best_val, self.best_step = val, self.step
             self.save("best.npz")
+        self._report_eval(val, train_loss, chars_per_s)
         return val
 
     def run(self) -> Outcome:
@@ -270,9 +267,7 @@ class Trainer:
                             "loss": loss, "norm": norm, "lr": self.lr, "chars": cfg.batch_size * cfg.seq_len,
                             "val": val, "elapsed": now - started, "time_limit": cfg.time_limit})
                 if self.step % cfg.eval_every == 0:
-                    speed = interval_chars / interval_time if interval_time else None
-                    val = self.evaluate(interval_loss / interval_steps, speed)
-                    self._report_eval(val, interval_loss / interval_steps, speed)
+                    val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
                     interval_loss, interval_steps, interval_chars, interval_time = 0.0, 0, 0, 0.0
                     last_tick = time.monotonic()  # validation time is not training time
                 if self.step % cfg.save_every == 0:
@@ -281,9 +276,7 @@ class Trainer:
                     rep.log(self._sample())
                     last_tick = time.monotonic()
             if interval_steps:  # a final evaluation so history and best.npz are up to date
-                speed = interval_chars / interval_time if interval_time else None
-                val = self.evaluate(interval_loss / interval_steps, speed)
-                self._report_eval(val, interval_loss / interval_steps, speed)
+                val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
             path = self.save("latest.npz")
         finally:
             for s, h in handlers.items():

@@ -22,11 +22,6 @@ class Workspace:
             a = self._arrays[name] = np.empty(shape, dtype)
         return a
 
-    def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        a = self.get(name, shape, dtype)
-        a.fill(0)
-        return a
-
 
 def activation_slope(acts: np.ndarray, tanh_gate: slice, out: np.ndarray) -> np.ndarray:
     """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once, in place (no
