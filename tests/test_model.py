@@ -23,11 +23,15 @@ def test_parameter_names_and_shapes_follow_pytorch():
     assert coupled["weight_hh_l0"] == (24, 8) and coupled["peephole_l0"] == (2, 8)
 
 
-def test_lstm_forget_bias_starts_at_one():
-    model = Model.create(ModelConfig(vocab_size=5, hidden=4, layers=2), np.random.default_rng(0))
-    for k in range(2):
-        b = model.params[f"bias_ih_l{k}"] + model.params[f"bias_hh_l{k}"]
-        np.testing.assert_array_equal(b, np.repeat([0.0, 1.0, 0.0, 0.0], 4))
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_init_is_pytorch_uniform_weights_and_zero_biases(cell):
+    H = 64
+    model = Model.create(ModelConfig(vocab_size=5, hidden=H, layers=2, cell=cell), np.random.default_rng(0))
+    for name, p in model.params.items():
+        if "bias" in name:
+            assert not p.any(), name  # no forget-gate bias of 1: it slowed learning (model.init_params)
+        else:
+            assert np.abs(p).max() <= 1 / np.sqrt(H) and p.std() > 0.5 / np.sqrt(3 * H), name
 
 
 @pytest.mark.parametrize("bad", [dict(cell="transformer"), dict(dtype="float16"), dict(dropout=1.0),
