@@ -40,7 +40,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_con
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 SHAPE_FIELDS = ("cell", "layers", "hidden", "peephole", "coupled", "dtype")  # fixed once a run has started
-DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "optimizer")  # fixed too: stream position, optimiser state
+DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "rotate", "optimizer")  # fixed too: stream position, optimiser state
 LENGTH_FIELDS = ("steps", "epochs", "time_limit")
 DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
             **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}
@@ -71,6 +71,9 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Parallel streams the corpus is cut into.")
 @opt(DATA, "--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
+@opt(DATA, "--rotate/--no-rotate", default=DEFAULTS["rotate"],
+     help="Start each epoch after the first at a fresh random offset into the training split, so the chunks "
+          "differ from epoch to epoch.")
 @opt(DATA, "--encoding", default=DEFAULTS["encoding"], help="Text encoding of the corpus.")
 @opt(DATA, "--cache/--no-cache", default=True,
      help="Keep a big corpus's encoded indices in CORPUS.charrnn-cache.npy and memory-map them next time.")

@@ -165,6 +165,9 @@ class Streams:
     Stream b covers data[b*S : (b+1)*S + 1] with S = (n - 1) // B.  Chunk j of an epoch is columns
     [j*T, (j+1)*T) of every stream; targets are the inputs shifted by one character.  The position is just the
     chunk number, held by the caller, so a run can stop and continue at exactly the same place.
+
+    An offset r rotates the split: stream b then starts at r + b*S, wrapping around the end of the data, so the
+    trainer can give every epoch different streams and chunk boundaries (see train.epoch_offset).
     """
 
     def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split: str = "train"):
@@ -183,10 +186,12 @@ class Streams:
             )
         self._starts = np.arange(batch_size) * self.stream_len
 
-    def batch(self, chunk: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets (B, T) of chunk number `chunk` (0 <= chunk < self.chunks)."""
+    def batch(self, chunk: int, length: int | None = None, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets (B, T) of chunk number `chunk` (0 <= chunk < self.chunks), rotated by `offset`."""
         T = self.seq_len if length is None else length
-        idx = (self._starts + chunk * self.seq_len)[:, None] + np.arange(T + 1)
+        idx = (self._starts + (offset + chunk * self.seq_len))[:, None] + np.arange(T + 1)
+        if offset:
+            idx %= len(self.data)
         window = self.data[idx]
         return window[:, :-1], window[:, 1:]
 

@@ -20,13 +20,13 @@ PRESETS: dict[str, dict] = {
         cell="lstm", layers=2, hidden=128, dropout=0.0,
         seq_len=50, batch_size=50, optimizer="rmsprop", lr=2e-3, lr_schedule="step", lr_decay=0.97,
         lr_decay_after=10, clip=5.0, clip_mode="value", epochs=50, val_frac=0.05, eval_every=1000,
-        save_every=1000,
+        save_every=1000, rotate=False,
     ),
     # Karpathy's min-char-rnn gist: vanilla RNN, hidden 100, seq_length 25, one stream, Adagrad 0.1,
     # gradients clipped element-wise to [-5, 5].
     "min-char-rnn": dict(
         cell="rnn", layers=1, hidden=100, dropout=0.0,
         seq_len=25, batch_size=1, optimizer="adagrad", lr=0.1, lr_schedule="constant", clip=5.0,
-        clip_mode="value", val_frac=0.0, eval_every=1000, save_every=1000, sample_every=1000,
+        clip_mode="value", val_frac=0.0, eval_every=1000, save_every=1000, sample_every=1000, rotate=False,
     ),
 }

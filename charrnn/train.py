@@ -52,6 +52,7 @@ class TrainConfig:
     sample_length: int = 200
     log_every: int = 100  # steps between plain log lines when the output is not a terminal
     seed: int = 1337
+    rotate: bool = True  # start every epoch after the first at a fresh random offset into the split
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -102,6 +103,15 @@ def validate(model: Model, data: np.ndarray, batch_size: int, seq_len: int) -> f
     """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
     total, count = score(model, data, batch_size, seq_len)
     return total / count if count else float("nan")
+
+
+def epoch_offset(cfg: TrainConfig, epoch: int, n: int) -> int:
+    """Where epoch `epoch`'s streams start in a split of n characters.  Epoch 0 starts at 0 as in char-rnn; later
+    ones at an offset drawn from (seed, epoch) alone, so resuming needs no extra state.  Without rotation every
+    epoch repeats the same B x T chunks in the same order, and a small corpus is memorised sooner."""
+    if not cfg.rotate or epoch == 0:
+        return 0
+    return int(np.random.default_rng([cfg.seed, epoch]).integers(n))
 
 
 class Trainer:
@@ -200,7 +210,7 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
-        x, y = self.streams.batch(self.chunk)
+        x, y = self.streams.batch(self.chunk, offset=epoch_offset(self.cfg, self.epoch, len(self.train_data)))
         lr = self.lr
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
             loss, grads, state = self.model.loss_and_grads(x, y, self.state, self.rng)

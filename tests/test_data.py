@@ -250,6 +250,20 @@ def test_streams_chunks_are_contiguous():
         np.testing.assert_array_equal(y0[:, -1], x1[:, 0])
 
 
+def test_streams_rotated_by_an_offset_wrap_around_the_split():
+    n, B, T, r = 103, 4, 5, 90
+    data = np.arange(n)
+    s = Streams(data, B, T)
+    S = s.stream_len
+    for j in range(s.chunks):
+        x, y = s.batch(j, offset=r)
+        positions = (r + (np.arange(B) * S)[:, None] + j * T + np.arange(T)) % n
+        np.testing.assert_array_equal(x, positions)
+        np.testing.assert_array_equal(y, (positions + 1) % n)
+    assert (s.batch(s.chunks - 1, offset=r)[0] < r).any()  # the last streams did wrap
+    np.testing.assert_array_equal(s.batch(2, offset=n)[0], s.batch(2)[0])  # a whole turn is no rotation
+
+
 @pytest.mark.parametrize("n, B, T", [(2, 1, 1), (11, 2, 5), (12, 2, 5), (101, 10, 10), (1000, 7, 13)])
 def test_chunks_per_epoch(n, B, T):
     assert Streams(np.zeros(n), B, T).chunks == ((n - 1) // B) // T

@@ -14,7 +14,7 @@ import pytest
 from charrnn import checkpoint
 from charrnn.data import corpus_from_text
 from charrnn.model import ModelConfig
-from charrnn.train import Diverged, TrainConfig, Trainer, learning_rate
+from charrnn.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate
 
 TEXT = "".join(f"line {i}: the quick brown fox {'jumps' if i % 3 else 'naps'} over the lazy dog.\n" for i in range(60))
 TIMING = ("elapsed", "chars_per_s")  # wall-clock fields, the only ones allowed to differ between identical runs
@@ -99,6 +99,29 @@ def test_epochs_limit_and_state_reset(tmp_path):
     outcome = trainer.run()
     assert outcome.reason == "epochs" and trainer.step == trainer.streams.chunks
     assert trainer.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
+
+
+def test_epoch_offsets_are_fresh_per_epoch_and_fixed_by_the_seed():
+    cfg, n = TrainConfig(seed=3), 10_000
+    offsets = [epoch_offset(cfg, e, n) for e in range(6)]
+    assert offsets[0] == 0  # the first epoch is char-rnn's layout
+    assert all(0 <= r < n for r in offsets) and len(set(offsets[1:])) == 5
+    assert offsets == [epoch_offset(TrainConfig(seed=3), e, n) for e in range(6)]
+    assert offsets[1:] != [epoch_offset(TrainConfig(seed=4), e, n) for e in range(1, 6)]
+    assert [epoch_offset(TrainConfig(seed=3, rotate=False), e, n) for e in range(6)] == [0] * 6
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_second_epoch_sees_new_chunks_only_when_rotating(tmp_path, rotate):
+    trainer = make_trainer(tmp_path, None, epochs=2, rotate=rotate)
+    seen = []
+    batch = trainer.streams.batch
+    trainer.streams.batch = lambda *a, **k: (seen.append(batch(*a, **k)) or seen[-1])
+    trainer.run()
+    chunks = trainer.streams.chunks
+    assert len(seen) == 2 * chunks
+    same = [np.array_equal(seen[j][0], seen[chunks + j][0]) for j in range(chunks)]
+    assert not any(same) if rotate else all(same)
 
 
 def test_learning_rate_schedules():
