@@ -39,7 +39,7 @@ def train(out: Path, text: str, steps: int, cell: str = "lstm", hidden: int = 16
 
 @pytest.fixture(scope="module")
 def abc(tmp_path_factory) -> Path:
-    return train(tmp_path_factory.mktemp("abc"), "abc" * 300, steps=100)
+    return train(tmp_path_factory.mktemp("abc"), "abc" * 300, steps=300)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,13 @@ def test_stepper_keeps_the_dtype_and_leaves_the_callers_state_alone():
     assert not any(s.any() for s in state0)  # the stepper advanced its own copy
 
 
-def test_generation_allocates_nothing_weight_sized_per_step():
-    """A step must not copy or rescale weights: W_hh here is 512 x 128 float64 = 512 KiB."""
+@pytest.mark.parametrize("options", [dict(top_k=5, top_p=0.9), dict(temperature=0.7)], ids=["cdf", "gumbel"])
+def test_generation_allocates_nothing_weight_sized_per_step(options):
+    """A step must not copy or rescale weights (W_hh here is 512 x 128 float64 = 512 KiB), and the Gumbel noise
+    is refilled in place (5000 steps use several blocks)."""
     model = random_model("lstm", V=20, H=128, layers=2)
     vocab = Vocab([chr(ord("a") + i) for i in range(20)])
-    steps = generate(model, vocab, 400, np.random.default_rng(0), top_k=5, top_p=0.9)
+    steps = generate(model, vocab, 5000, np.random.default_rng(0), **options)
     for _ in range(20):  # warm up: buffers exist, NumPy caches are filled
         next(steps)
     tracemalloc.start()
@@ -175,13 +177,33 @@ def test_top_p_keeps_the_smallest_nucleus():
     np.testing.assert_allclose(next_distribution(logits, top_p=1.0), [[0.05, 0.5, 0.15, 0.3]])
 
 
-def test_draws_follow_the_distribution():
-    p_true = np.array([0.1, 0.0, 0.6, 0.3])
-    pick = Picker(20000, 4, np.random.default_rng(0))
-    idx = pick(np.tile(np.log(np.maximum(p_true, 1e-300)), (20000, 1)))
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+@pytest.mark.parametrize("top_p", [None, 0.9999], ids=["gumbel", "cdf"])  # 0.9999 cuts nothing: same distribution
+def test_draws_follow_the_distribution(temperature, top_p):
+    logits = np.log(np.maximum([[0.1, 0.0, 0.6, 0.3]], 1e-300))
+    p_true = next_distribution(logits, temperature)[0]
+    pick = Picker(20000, 4, np.random.default_rng(0), temperature, top_p=top_p)
+    assert (pick.noise is None) == (top_p is not None)
+    idx = pick(np.tile(logits, (20000, 1)))
     freq = np.bincount(idx, minlength=4) / 20000
     assert freq[1] == 0
     np.testing.assert_allclose(freq, p_true, atol=0.015)
+
+
+def test_gumbel_draws_over_many_blocks_follow_the_distribution():
+    logits = np.array([[1.0, 0.0, -1.0, 2.0, 0.5]], np.float32)
+    pick = Picker(1, 5, np.random.default_rng(3), temperature=0.8)
+    draws = np.array([pick(logits)[0] for _ in range(30000)])  # about 4 blocks of noise
+    assert len(pick.noise) * 3 < 30000
+    np.testing.assert_allclose(np.bincount(draws, minlength=5) / 30000, next_distribution(logits, 0.8)[0],
+                               atol=0.01)
+
+
+def test_a_longer_sample_starts_with_the_shorter_one(prose):
+    ck = checkpoint.load(prose)
+    short = sample_text(ck.model, ck.vocab, 100, np.random.default_rng(5), temperature=0.9)
+    long = sample_text(ck.model, ck.vocab, 3000, np.random.default_rng(5), temperature=0.9)
+    assert long.startswith(short) and len(long) == 3000 and len(set(long)) > 10
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(temperature=-1), dict(temperature=math.nan),
@@ -234,7 +256,7 @@ def test_a_model_trained_on_abc_samples_the_pattern(abc):
     ck = checkpoint.load(abc)
     assert sample_text(ck.model, ck.vocab, 60, np.random.default_rng(0), prime="a", greedy=True) == ("abc" * 21)[:61]
     for seed in range(3):
-        text = sample_text(ck.model, ck.vocab, 60, np.random.default_rng(seed), prime="b", temperature=0.5)
+        text = sample_text(ck.model, ck.vocab, 60, np.random.default_rng(seed), prime="b", temperature=0.25)
         assert text == ("bca" * 21)[:61]
 
 
