@@ -2,9 +2,14 @@
 
 Model.forward is built for chunks: each call derives the gathered input table and the gate-scaled weights,
 which at T=1 costs more than the step itself.  A Stepper derives them once, owns every buffer it writes, and then
-spends a step on what the maths needs: per layer one row gather or input GEMV, the cell's own step function
-(one recurrent GEMV and a few element-wise ops, shared with the chunk forward), then the decoder GEMV.
-Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
+spends a step on what the maths needs: a handful of NumPy calls per layer, no allocation.
+
+The hidden states of all layers sit side by side in one row per stream, [h_0 | h_1 | ... | h_{L-1} | 1].  Layer
+k > 0 of an LSTM or RNN reads its input and its own previous state as one slice [h_{k-1} | h_k], so its input and
+recurrent GEMVs are a single GEMV with the stacked weights [W_ih^T; W_hh^T], and the trailing 1 carries the
+decoder's bias into the decoder GEMV.  Layer 0 is a row gather and the recurrent GEMV.  (A GRU's candidate gate
+needs W_hn h apart, so its cell step keeps its own recurrent GEMV.)  At batch 1 a step is bound by reading the
+weights (3.2 MB for LSTM 2x256).  Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
 """
 
 from __future__ import annotations
@@ -14,47 +19,66 @@ import numpy as np
 from charrnn.model import Model
 
 
+def gemv(x: np.ndarray, W: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.matmul's arguments for out = x @ W, x (N, D), W (D, M).  For one stream the weights are stored
+    transposed, (M, D), so that each output is a dot product over contiguous memory: OpenBLAS runs that GEMV
+    about 25% faster here (bench/sample_speed.py), and at batch 1 sampling is bound by reading the weights."""
+    if x.shape[0] == 1:
+        return np.ascontiguousarray(W.T), x[0], out[0]
+    return x, np.ascontiguousarray(W), out
+
+
 class Stepper:
     """A model's step function with its weights prepared and its state and scratch arrays preallocated."""
 
     def __init__(self, model: Model, state: tuple[np.ndarray, ...]):
         """state: the model's state tuple, one (L, N, H) array per state name; copied, then updated in place."""
         cfg, dt = model.cfg, model.dtype
-        self.cell, self.cfg = model.cell, cfg
-        self.state = tuple(np.array(s, dtype=dt, copy=True, order="C") for s in state)
-        N, H, GH = self.state[0].shape[1], cfg.hidden, cfg.gates * cfg.hidden
+        L, H, GH = cfg.layers, cfg.hidden, cfg.gates * cfg.hidden
+        N = state[0].shape[1]
+        self.cell, self.kind = model.cell, cfg.cell
+        self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
+        hs = self.row[:, : L * H].reshape(N, L, H).transpose(1, 0, 2)  # (L, N, H), a view of the row
+        hs[...] = state[0]
+        self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
+        fused = cfg.cell != "gru"  # the stepper does the recurrent GEMV; the cell step only adds activations
         self.layers = []
-        for k in range(cfg.layers):
+        for k in range(L):
             W_in, bias = model.input_weights(k)
-            self.layers.append({
-                "W_in": np.ascontiguousarray(W_in), "bias": bias,
-                "prep": model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled),
-                "xw": np.empty((N, GH), dt), "rec": np.empty((N, GH), dt),
-                "tmp": np.empty((N, H), dt), "aux": np.empty((N, H), dt),  # tanh(c') or W_hn h + b_hn
-            })
-        self.W_decT = np.ascontiguousarray(model.params["decoder.weight"].T)  # (H, V)
-        self.b_dec = model.params["decoder.bias"]
+            prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
+            xw, rec = np.empty((N, GH), dt), np.empty((N, GH), dt)
+            layer = {"prep": prep, "xw": xw, "rec": None if fused else rec, "gemv": None, "addend": None,
+                     "tmp": np.empty((N, H), dt), "aux": np.empty((N, H), dt)}  # aux: tanh(c') or W_hn h + b_hn
+            if k == 0:
+                layer["table"] = np.ascontiguousarray(W_in)  # (V, GH) with the bias folded in: a row gather
+                if fused:  # xw = table[idx] + h_0 W_hh
+                    layer["gemv"], layer["addend"] = gemv(self.row[:, :H], prep["W_sT"], rec), rec
+            elif fused:  # xw = [h_{k-1} | h_k] [W_ih; W_hh] + bias
+                layer["gemv"] = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
+                layer["addend"] = bias
+            else:
+                layer["gemv"], layer["addend"] = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw), bias
+            self.layers.append(layer)
         self.logits = np.empty((N, cfg.vocab_size), dt)
+        decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
+        self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits)  # [h_{L-1} | 1] @ decoder
 
     def step(self, idx: np.ndarray) -> np.ndarray:
         """idx (N,) characters in -> logits (N, V) for the next ones.  The logits array is reused by the next
         call; the state advances in place."""
-        inp, cell = None, self.cfg.cell
         for k, layer in enumerate(self.layers):
             xw, h = layer["xw"], self.state[0][k]
             if k == 0:
-                np.take(layer["W_in"], idx, axis=0, out=xw)
-            else:
-                np.matmul(inp, layer["W_in"], out=xw)
-                xw += layer["bias"]
-            if cell == "lstm":
+                np.take(layer["table"], idx, axis=0, out=xw)
+            if layer["gemv"] is not None:
+                np.matmul(*layer["gemv"])
+                xw += layer["addend"]
+            if self.kind == "lstm":
                 c = self.state[1][k]
                 self.cell.step(xw, h, c, h, c, layer["aux"], layer["prep"], layer["rec"], layer["tmp"])
-            elif cell == "gru":
+            elif self.kind == "gru":
                 self.cell.step(xw, h, h, layer["aux"], layer["prep"], layer["rec"], layer["tmp"])
             else:
                 self.cell.step(xw, h, h, layer["prep"], layer["rec"])
-            inp = h
-        np.matmul(inp, self.W_decT, out=self.logits)
-        self.logits += self.b_dec
+        np.matmul(*self.decoder)
         return self.logits

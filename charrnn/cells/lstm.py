@@ -58,10 +58,13 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 
 def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     """One time step of N streams.  a (N, G*H): scaled input-side pre-activations, overwritten with the gate
-    activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c)."""
+    activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c).
+    rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
+    fused GEMV)."""
     sl, peephole, H = prep["sl"], prep["peephole"], h.shape[1]
-    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-    a += rec
+    if rec is not None:
+        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+        a += rec
     if peephole:
         a[:, sl["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:

@@ -23,12 +23,17 @@ def input_bias(p: dict) -> np.ndarray:
 
 
 def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
-    return {"W_T": np.ascontiguousarray(p["weight_hh"].T)}
+    return {"W_sT": np.ascontiguousarray(p["weight_hh"].T)}  # "scaled" by the gate scale, 1
 
 
 def step(a, h, h_out, prep, rec):
-    """One time step of N streams: a (N, H) input-side pre-activations, h (N, H) in, h_out (may be h) out."""
-    np.matmul(h, prep["W_T"], out=rec)  # the one GEMM per step
+    """One time step of N streams: a (N, H) input-side pre-activations, h (N, H) in, h_out (may be h) out.
+    rec (N, H) is scratch for the recurrent GEMM, or None when a already includes h @ W_hh^T (the sampler's
+    fused GEMV)."""
+    if rec is None:
+        np.tanh(a, out=h_out)
+        return
+    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
     np.add(rec, a, out=h_out)
     np.tanh(h_out, out=h_out)
 
