@@ -40,7 +40,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_con
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 SHAPE_FIELDS = ("cell", "layers", "hidden", "peephole", "coupled", "dtype")  # fixed once a run has started
-DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "rotate", "optimizer")  # fixed too: stream position, optimiser state
+DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "rotate", "optimizer")  # fixed too: stream layout, optimiser
 LENGTH_FIELDS = ("steps", "epochs", "time_limit")
 DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
             **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}

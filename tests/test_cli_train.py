@@ -87,7 +87,7 @@ def test_help_groups_options_and_shows_defaults():
     assert result.exit_code == 0
     for heading in ("Data:", "Model:", "Optimisation:", "Length (whichever comes first):", "Checkpoints and output:"):
         assert heading in result.output
-    assert "Units per layer. [default: 512; x>=1]" in " ".join(result.output.split())  # wrapping aside
+    assert "Units per layer. [default: 256; x>=1]" in " ".join(result.output.split())  # wrapping aside
 
 
 def write_bytes(tmp_path, name, data):
