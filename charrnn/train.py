@@ -127,6 +127,7 @@ class Trainer:
         if cfg.lr_schedule == "cosine" and self.total_steps is None and cfg.time_limit is None:
             raise CharrnnError("the cosine schedule needs a length: give --steps, --epochs or --time-limit")
         self._started = None  # monotonic start of this invocation, while it trains
+        self._offset = None  # (epoch, its stream offset)
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
             self.model = Model.create(model_cfg, self.rng)
@@ -187,6 +188,13 @@ class Trainer:
         return self.epoch + self.chunk / self.streams.chunks
 
     @property
+    def offset(self) -> int:
+        """Where this epoch's streams start (epoch_offset), worked out once per epoch."""
+        if self._offset is None or self._offset[0] != self.epoch:
+            self._offset = (self.epoch, epoch_offset(self.cfg, self.epoch, len(self.train_data)))
+        return self._offset[1]
+
+    @property
     def lr(self) -> float:
         fraction = None
         if self.cfg.time_limit:
@@ -210,7 +218,7 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
-        x, y = self.streams.batch(self.chunk, offset=epoch_offset(self.cfg, self.epoch, len(self.train_data)))
+        x, y = self.streams.batch(self.chunk, offset=self.offset)
         lr = self.lr
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
             loss, grads, state = self.model.loss_and_grads(x, y, self.state, self.rng)
