@@ -43,3 +43,4 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/sample_speed.py
 	$(PY) bench/scale.py
 	$(PY) bench/quality.py
+	$(PY) bench/forget_bias.py
