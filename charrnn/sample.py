@@ -98,7 +98,6 @@ class Picker:
         np.sum(self.below, axis=1, out=self.idx)
         return np.minimum(self.idx, cdf.shape[1] - 1, out=self.idx)
 
-
     def gumbel(self) -> np.ndarray:
         """The next (N, V) of temperature-scaled Gumbel noise T * -log(-log(u)), refilling the block in place."""
         if self.noise_used == len(self.noise):
