@@ -81,6 +81,7 @@ def _training(t: dict) -> str:
     wall = human_duration(t["elapsed_s"]) if t["elapsed_s"] is not None else "?"
     return (f"{_n(t['steps'])} steps, {_n(t['epochs'], '.2f')} epochs, {_n(t['chars_seen'])} characters seen, "
             f"{wall} wall time{speed}; B={_n(t['batch_size'])} T={_n(t['seq_len'])}, seed {_n(t['seed'], '')}"
+            + (", epochs rotated" if t.get("rotate") else "")
             + ("" if t["resumable"] else "; no optimiser state (not resumable)"))
 
 

@@ -48,6 +48,7 @@ def test_facts_come_from_the_checkpoint(trained):
     assert facts["vocabulary"] == {"size": len(trainer.corpus.vocab), "chars": "".join(trainer.corpus.vocab.chars)}
     t = facts["training"]
     assert (t["steps"], t["chars_seen"], t["batch_size"], t["seq_len"], t["resumable"]) == (30, 30 * 32, 4, 8, True)
+    assert t["rotate"] is True
     assert t["chars_per_s"] == pytest.approx(t["chars_seen"] / t["elapsed_s"])
     best, last = facts["validation"]["best"], facts["validation"]["last"]
     assert best["nats_per_char"] == trainer.best_val and best["step"] == trainer.best_step
@@ -73,7 +74,8 @@ def test_rich_output_shows_everything_at_a_glance(trained):
     out = result.stdout
     for expected in ("GRU, 2 layers × 12 hidden", "charrnn-checkpoint v1", "charrnn 0.1.0", "weight_ih_l0",
                      "decoder.bias", f"{trainer.model.num_params():,}", "bits/char", "nats/char", "adam",
-                     "cosine", "cafe.txt", trainer.corpus.sha256, "loss history", "• train", "× validation"):
+                     "cosine", "cafe.txt", trainer.corpus.sha256, "loss history", "• train", "× validation",
+                     "epochs rotated"):
         assert expected in out, expected
     vocab_line = next(line for line in out.splitlines() if line.startswith("vocabulary"))
     assert "\\n" in vocab_line and "\\t" in vocab_line and "␣" in vocab_line and "☕" in vocab_line
