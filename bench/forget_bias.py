@@ -2,8 +2,9 @@
 bias started at 0 (charrnn) and at 1 (the common advice, Gers et al. 2000; Jozefowicz et al. 2015).
 
 Everything else is identical: tiny-shakespeare (last 10% held out), the trainer's streams (B=64, T=64, state
-carried), LSTM 2x256, charrnn's init otherwise, Adam 2e-3 constant, norm clip 5, seed 0.  Prints train and
-validation loss every --every steps and writes bench/results/forget_bias.json.
+carried), LSTM 2x256, charrnn's init otherwise, Adam 2e-3 constant, norm clip 5, seed 0.  When torch is
+importable, PyTorch's nn.LSTM with its own init (uniform biases, no forget bias) trains on the same streams as a
+third run.  Prints train and validation loss every --every steps and writes bench/results/forget_bias.json.
 
     python bench/forget_bias.py [CORPUS] [--steps 1000] [--every 250]
 """
@@ -55,6 +56,53 @@ def run(train, val, vocab_size: int, forget_bias: float, steps: int, every: int)
     return curve
 
 
+def run_torch(train, val, vocab_size: int, steps: int, every: int) -> list[dict]:
+    import torch
+
+    from charrnn.data import eval_batches
+
+    B, T, H, L, V = 64, 64, 256, 2, vocab_size
+    torch.manual_seed(0)
+    rnn, head = torch.nn.LSTM(V, H, L, batch_first=True), torch.nn.Linear(H, V)
+    params = [*rnn.parameters(), *head.parameters()]
+    optim, streams = torch.optim.Adam(params, lr=2e-3), Streams(train, B, T)
+
+    def loss_of(x, y, state, reduction="mean"):
+        x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+        out, state = rnn(torch.nn.functional.one_hot(x, V).float(), state)
+        return torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1), reduction=reduction), state
+
+    def validate_torch():  # as charrnn's validate: whole split, carried state
+        total = count = 0
+        state = None
+        with torch.no_grad():
+            for x, y in eval_batches(val, B, T):
+                if state is not None and state[0].shape[1] != x.shape[0]:
+                    state = None
+                loss, state = loss_of(x, y, state, "sum")
+                total, count = total + loss.item(), count + y.size
+        return total / count
+
+    state, losses, curve, started = None, [], [], time.monotonic()
+    for step in range(steps):
+        chunk = step % streams.chunks
+        if chunk == 0:
+            state = None
+        loss, state = loss_of(*streams.batch(chunk), state)
+        optim.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optim.step()
+        state = tuple(s.detach() for s in state)
+        losses.append(loss.item())
+        if (step + 1) % every == 0:
+            point = {"step": step + 1, "train": float(np.mean(losses[-every:])), "val": validate_torch()}
+            curve.append(point)
+            print(f"PyTorch init   step {step + 1:>5}  train {point['train']:.4f}  val {point['val']:.4f}  "
+                  f"({time.monotonic() - started:.0f} s)", flush=True)
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)
@@ -64,6 +112,13 @@ def main() -> None:
     corpus = read_corpus(args.corpus)
     train, val = corpus.split(0.1)
     results = {f"{b:g}": run(train, val, len(corpus.vocab), b, args.steps, args.every) for b in (0.0, 1.0)}
+    try:
+        import torch
+    except ImportError:
+        print("torch is not importable: no PyTorch run")
+    else:
+        torch.set_num_threads(2)
+        results["torch"] = run_torch(train, val, len(corpus.vocab), args.steps, args.every)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
     print(f"wrote {RESULTS}")
