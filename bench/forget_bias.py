@@ -21,8 +21,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch_peer  # noqa: E402
 
 from charrnn.data import Streams, read_corpus  # noqa: E402
+from charrnn.export import from_torch  # noqa: E402
 from charrnn.model import Model, ModelConfig  # noqa: E402
 from charrnn.optim import clip_gradients, make_optimizer  # noqa: E402
 from charrnn.train import validate  # noqa: E402
@@ -56,39 +60,22 @@ def run(train, val, vocab_size: int, forget_bias: float, steps: int, every: int)
     return curve
 
 
-def run_torch(train, val, vocab_size: int, steps: int, every: int) -> list[dict]:
-    import torch
-
-    from charrnn.data import eval_batches
-
+def run_torch(torch, train, val, vocab_size: int, steps: int, every: int) -> list[dict]:
+    """The same run in PyTorch (bench/torch_peer's nn.LSTM over one-hot input and Linear head, its own init),
+    validated by charrnn's validate on the exported weights, so both sides are scored identically."""
     B, T, H, L, V = 64, 64, 256, 2, vocab_size
     torch.manual_seed(0)
-    rnn, head = torch.nn.LSTM(V, H, L, batch_first=True), torch.nn.Linear(H, V)
+    rnn, head = torch_peer._model(torch, "LSTM", L, H, V)
     params = [*rnn.parameters(), *head.parameters()]
     optim, streams = torch.optim.Adam(params, lr=2e-3), Streams(train, B, T)
-
-    def loss_of(x, y, state, reduction="mean"):
-        x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
-        out, state = rnn(torch.nn.functional.one_hot(x, V).float(), state)
-        return torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1), reduction=reduction), state
-
-    def validate_torch():  # as charrnn's validate: whole split, carried state
-        total = count = 0
-        state = None
-        with torch.no_grad():
-            for x, y in eval_batches(val, B, T):
-                if state is not None and state[0].shape[1] != x.shape[0]:
-                    state = None
-                loss, state = loss_of(x, y, state, "sum")
-                total, count = total + loss.item(), count + y.size
-        return total / count
-
     state, losses, curve, started = None, [], [], time.monotonic()
     for step in range(steps):
         chunk = step % streams.chunks
         if chunk == 0:
             state = None
-        loss, state = loss_of(*streams.batch(chunk), state)
+        x, y = (torch.from_numpy(a.astype(np.int64)) for a in streams.batch(chunk))
+        out, state = rnn(torch.nn.functional.one_hot(x, V).float(), state)
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1))
         optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -96,7 +83,10 @@ def run_torch(train, val, vocab_size: int, steps: int, every: int) -> list[dict]
         state = tuple(s.detach() for s in state)
         losses.append(loss.item())
         if (step + 1) % every == 0:
-            point = {"step": step + 1, "train": float(np.mean(losses[-every:])), "val": validate_torch()}
+            weights = {**{f"rnn.{k}": v.detach().numpy() for k, v in rnn.state_dict().items()},
+                       **{f"decoder.{k}": v.detach().numpy() for k, v in head.state_dict().items()}}
+            point = {"step": step + 1, "train": float(np.mean(losses[-every:])),
+                     "val": validate(from_torch(weights), val, B, T)}
             curve.append(point)
             print(f"PyTorch init   step {step + 1:>5}  train {point['train']:.4f}  val {point['val']:.4f}  "
                   f"({time.monotonic() - started:.0f} s)", flush=True)
@@ -112,13 +102,12 @@ def main() -> None:
     corpus = read_corpus(args.corpus)
     train, val = corpus.split(0.1)
     results = {f"{b:g}": run(train, val, len(corpus.vocab), b, args.steps, args.every) for b in (0.0, 1.0)}
-    try:
-        import torch
-    except ImportError:
+    torch = torch_peer._torch()
+    if torch is None:
         print("torch is not importable: no PyTorch run")
     else:
-        torch.set_num_threads(2)
-        results["torch"] = run_torch(train, val, len(corpus.vocab), args.steps, args.every)
+        torch.set_num_threads(torch_peer.numpy_threads())
+        results["torch"] = run_torch(torch, train, val, len(corpus.vocab), args.steps, args.every)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
     print(f"wrote {RESULTS}")
