@@ -46,7 +46,8 @@ class Stepper:
         for k in range(L):
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
-            xw, rec = np.empty((N, GH), dt), np.empty((N, GH), dt)
+            xw = np.empty((N, GH), dt)
+            rec = np.empty((N, GH), dt) if k == 0 or not fused else None  # the recurrent GEMV's output
             layer = {"prep": prep, "xw": xw, "rec": None if fused else rec, "gemv": None, "addend": None,
                      "tmp": np.empty((N, H), dt), "aux": np.empty((N, H), dt)}  # aux: tanh(c') or W_hn h + b_hn
             if k == 0:

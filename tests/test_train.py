@@ -114,9 +114,13 @@ def test_epoch_offsets_are_fresh_per_epoch_and_fixed_by_the_seed():
 @pytest.mark.parametrize("rotate", [True, False])
 def test_second_epoch_sees_new_chunks_only_when_rotating(tmp_path, rotate):
     trainer = make_trainer(tmp_path, None, epochs=2, rotate=rotate)
-    seen = []
-    batch = trainer.streams.batch
-    trainer.streams.batch = lambda *a, **k: (seen.append(batch(*a, **k)) or seen[-1])
+    seen, batch = [], trainer.streams.batch
+
+    def recording_batch(*args, **kwargs):
+        seen.append(batch(*args, **kwargs))
+        return seen[-1]
+
+    trainer.streams.batch = recording_batch
     trainer.run()
     chunks = trainer.streams.chunks
     assert len(seen) == 2 * chunks
