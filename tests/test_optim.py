@@ -96,49 +96,57 @@ def test_adam_first_step_matches_published_formula():
         np.testing.assert_allclose(np.abs(history[0][k] - history[1][k]), lr, rtol=1e-5)
 
 
+def assert_follows(name: str, lr: float, update, state0, rtol: float = 1e-13, atol: float = 1e-15) -> None:
+    """Five steps of optimiser `name` equal the reference update(p, g, state, t) -> (p, state), run from
+    state0 for every parameter, after every step."""
+    grads, history = run(name, steps=5, lr=lr)
+    for k in history[0]:
+        p, state = history[0][k].copy(), state0
+        for t, g in enumerate(grads, start=1):
+            p, state = update(p, g[k], state, t)
+            np.testing.assert_allclose(history[t][k], p, rtol=rtol, atol=atol)
+
+
 def test_adam_later_steps_match_published_formula():
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
-    grads, history = run("adam", steps=5, lr=lr)
-    for k in history[0]:
-        p, m, v = history[0][k].copy(), 0.0, 0.0
-        for t, g in enumerate(grads, start=1):
-            m = b1 * m + (1 - b1) * g[k]
-            v = b2 * v + (1 - b2) * g[k] ** 2
-            p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
-            np.testing.assert_allclose(history[t][k], p, rtol=0, atol=1e-12)
+
+    def update(p, g, state, t):
+        m, v = state
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        return p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps), (m, v)
+
+    assert_follows("adam", lr, update, (0.0, 0.0), rtol=0, atol=1e-12)
 
 
 def test_adagrad_matches_min_char_rnn():
     lr = 0.1
-    grads, history = run("adagrad", steps=5, lr=lr)
-    for k in history[0]:
-        p, mem = history[0][k].copy(), np.zeros_like(history[0][k])
-        for t, g in enumerate(grads, start=1):
-            mem += g[k] * g[k]
-            p -= lr * g[k] / np.sqrt(mem + 1e-8)
-            np.testing.assert_allclose(history[t][k], p, rtol=1e-13, atol=1e-15)
+
+    def update(p, g, mem, t):
+        mem = mem + g * g
+        return p - lr * g / np.sqrt(mem + 1e-8), mem
+
+    assert_follows("adagrad", lr, update, 0.0)
 
 
 def test_rmsprop_matches_char_rnn():
     lr = 0.002
-    grads, history = run("rmsprop", steps=5, lr=lr)
-    for k in history[0]:
-        p, v = history[0][k].copy(), np.zeros_like(history[0][k])
-        for t, g in enumerate(grads, start=1):
-            v = 0.95 * v + 0.05 * g[k] ** 2
-            p -= lr * g[k] / (np.sqrt(v) + 1e-8)
-            np.testing.assert_allclose(history[t][k], p, rtol=1e-13, atol=1e-15)
+
+    def update(p, g, v, t):
+        v = 0.95 * v + 0.05 * g**2
+        return p - lr * g / (np.sqrt(v) + 1e-8), v
+
+    assert_follows("rmsprop", lr, update, 0.0)
 
 
 def test_sgd_momentum_matches_formula():
     lr = 0.1
-    grads, history = run("sgd", steps=5, lr=lr)
-    for k in history[0]:
-        p, v = history[0][k].copy(), np.zeros_like(history[0][k])
-        for t, g in enumerate(grads, start=1):
-            v = 0.9 * v + g[k]
-            p -= lr * v
-            np.testing.assert_allclose(history[t][k], p, rtol=1e-13, atol=1e-15)
+
+    def update(p, g, v, t):
+        v = 0.9 * v + g
+        return p - lr * v, v
+
+    assert_follows("sgd", lr, update, 0.0)
 
 
 # --- weight decay -----------------------------------------------------------------------------------------
