@@ -36,30 +36,33 @@ class Stepper:
         cfg, dt = model.cfg, model.dtype
         L, H, GH = cfg.layers, cfg.hidden, cfg.gates * cfg.hidden
         N = state[0].shape[1]
-        self.cell, self.kind = model.cell, cfg.cell
+        self.cell = model.cell
         self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
         hs = self.row[:, : L * H].reshape(N, L, H).transpose(1, 0, 2)  # (L, N, H), a view of the row
         hs[...] = state[0]
         self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
         fused = cfg.cell != "gru"  # the stepper does the recurrent GEMV; the cell step only adds activations
-        self.layers = []
+        self.layers = []  # per layer: (xw, the GEMV's matmul arguments or None, what to add after it, step args)
         for k in range(L):
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
             xw = np.empty((N, GH), dt)
             rec = np.empty((N, GH), dt) if k == 0 or not fused else None  # the recurrent GEMV's output
-            layer = {"prep": prep, "xw": xw, "rec": None if fused else rec, "gemv": None, "addend": None,
-                     "tmp": np.empty((N, H), dt), "aux": np.empty((N, H), dt)}  # aux: tanh(c') or W_hn h + b_hn
+            mm, addend = None, bias
             if k == 0:
-                layer["table"] = np.ascontiguousarray(W_in)  # (V, GH) with the bias folded in: a row gather
+                self.table, self.xw0 = np.ascontiguousarray(W_in), xw  # (V, GH), bias folded in: a row gather
                 if fused:  # xw = table[idx] + h_0 W_hh
-                    layer["gemv"], layer["addend"] = gemv(self.row[:, :H], prep["W_sT"], rec), rec
+                    mm, addend = gemv(self.row[:, :H], prep["W_sT"], rec), rec
             elif fused:  # xw = [h_{k-1} | h_k] [W_ih; W_hh] + bias
-                layer["gemv"] = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
-                layer["addend"] = bias
+                mm = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
             else:
-                layer["gemv"], layer["addend"] = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw), bias
-            self.layers.append(layer)
+                mm = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw)
+            h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
+            rec = None if fused else rec  # the cell step's own recurrent GEMM (GRU)
+            tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
+            args = {"lstm": (xw, h, c, h, c, aux, prep, rec, tmp), "gru": (xw, h, h, aux, prep, rec, tmp),
+                    "rnn": (xw, h, h, prep, rec)}[cfg.cell]
+            self.layers.append((xw, mm, addend, args))
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
         self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits)  # [h_{L-1} | 1] @ decoder
@@ -67,19 +70,12 @@ class Stepper:
     def step(self, idx: np.ndarray) -> np.ndarray:
         """idx (N,) characters in -> logits (N, V) for the next ones.  The logits array is reused by the next
         call; the state advances in place."""
-        for k, layer in enumerate(self.layers):
-            xw, h = layer["xw"], self.state[0][k]
-            if k == 0:
-                np.take(layer["table"], idx, axis=0, out=xw)
-            if layer["gemv"] is not None:
-                np.matmul(*layer["gemv"])
-                xw += layer["addend"]
-            if self.kind == "lstm":
-                c = self.state[1][k]
-                self.cell.step(xw, h, c, h, c, layer["aux"], layer["prep"], layer["rec"], layer["tmp"])
-            elif self.kind == "gru":
-                self.cell.step(xw, h, h, layer["aux"], layer["prep"], layer["rec"], layer["tmp"])
-            else:
-                self.cell.step(xw, h, h, layer["prep"], layer["rec"])
+        step = self.cell.step
+        np.take(self.table, idx, axis=0, out=self.xw0)
+        for xw, mm, addend, args in self.layers:
+            if mm is not None:
+                np.matmul(*mm)
+                xw += addend
+            step(*args)
         np.matmul(*self.decoder)
         return self.logits

@@ -43,10 +43,12 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     """What every step needs, derived once per chunk (or once per sampling run)."""
     H, dtype = p["weight_hh"].shape[1], p["weight_hh"].dtype
     scale = gate_scale(H, dtype, coupled)
+    first = slice(0, scale.size - H) if peephole else slice(0, scale.size)  # with peepholes, o waits for c'
     prep = {
         "W_sT": np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T),  # (H, GH), gate-scaled
-        "scale": scale,
-        "shift": np.where(scale == 0.5, 0.5, 0.0).astype(dtype),  # sigmoid = 0.5 tanh(x/2) + 0.5
+        "first": first,  # the gates activated by the first tanh call
+        "scale": scale[first],
+        "shift": np.where(scale == 0.5, 0.5, 0.0).astype(dtype)[first],  # sigmoid = 0.5 tanh(x/2) + 0.5
         "sl": {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))},
         "peephole": peephole,
         "coupled": coupled,
@@ -61,7 +63,7 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c).
     rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
     fused GEMV)."""
-    sl, peephole, H = prep["sl"], prep["peephole"], h.shape[1]
+    sl, peephole = prep["sl"], prep["peephole"]
     if rec is not None:
         np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
         a += rec
@@ -69,10 +71,10 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
         a[:, sl["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:
             a[:, sl["f"]] += np.multiply(prep["peep"]["f"], c, out=tmp)
-    act = slice(0, a.shape[1] - H) if peephole else slice(0, a.shape[1])  # with peepholes, o waits for c'
-    np.tanh(a[:, act], out=a[:, act])
-    a[:, act] *= prep["scale"][act]
-    a[:, act] += prep["shift"][act]
+    first = a[:, prep["first"]] if peephole else a
+    np.tanh(first, out=first)
+    first *= prep["scale"]
+    first += prep["shift"]
     i, g = a[:, sl["i"]], a[:, sl["g"]]
     if prep["coupled"]:  # c' = c + i (g - c)
         np.subtract(g, c, out=tmp)
