@@ -2,14 +2,15 @@
 
 Model.forward is built for chunks: each call derives the gathered input table and the gate-scaled weights,
 which at T=1 costs more than the step itself.  A Stepper derives them once, owns every buffer it writes, and then
-spends a step on what the maths needs: a handful of NumPy calls per layer, no allocation.
+spends a step on what the maths needs: a handful of NumPy calls per layer, no allocation at batch 1.
 
 The hidden states of all layers sit side by side in one row per stream, [h_0 | h_1 | ... | h_{L-1} | 1].  Layer
 k > 0 of an LSTM or RNN reads its input and its own previous state as one slice [h_{k-1} | h_k], so its input and
 recurrent GEMVs are a single GEMV with the stacked weights [W_ih^T; W_hh^T], and the trailing 1 carries the
-decoder's bias into the decoder GEMV.  Layer 0 is a row gather and the recurrent GEMV.  (A GRU's candidate gate
-needs W_hn h apart, so its cell step keeps its own recurrent GEMV.)  At batch 1 a step is bound by reading the
-weights (3.2 MB for LSTM 2x256).  Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
+decoder's bias into the decoder GEMV.  Layer 0 is the recurrent GEMV plus a row of the input table (a view at
+batch 1: np.take there costs more than the add).  A GRU's candidate gate needs W_hn h apart, so its cell step
+keeps its own recurrent GEMV.  At batch 1 a step is bound by reading the weights (3.2 MB for LSTM 2x256).
+Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
 """
 
 from __future__ import annotations
@@ -47,22 +48,21 @@ class Stepper:
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
             xw = np.empty((N, GH), dt)
-            rec = np.empty((N, GH), dt) if k == 0 or not fused else None  # the recurrent GEMV's output
-            mm, addend = None, bias
+            mm = None
             if k == 0:
-                self.table, self.xw0 = np.ascontiguousarray(W_in), xw  # (V, GH), bias folded in: a row gather
-                if fused:  # xw = table[idx] + h_0 W_hh
-                    mm, addend = gemv(self.row[:, :H], prep["W_sT"], rec), rec
+                self.table = np.ascontiguousarray(W_in)  # (V, GH), bias folded in: step() adds table[idx]
+                if fused:  # xw = h_0 W_hh + table[idx]
+                    mm = gemv(self.row[:, :H], prep["W_sT"], xw)
             elif fused:  # xw = [h_{k-1} | h_k] [W_ih; W_hh] + bias
                 mm = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
             else:
                 mm = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw)
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
-            rec = None if fused else rec  # the cell step's own recurrent GEMM (GRU)
+            rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
             tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
             args = {"lstm": (xw, h, c, h, c, aux, prep, rec, tmp), "gru": (xw, h, h, aux, prep, rec, tmp),
                     "rnn": (xw, h, h, prep, rec)}[cfg.cell]
-            self.layers.append((xw, mm, addend, args))
+            self.layers.append((xw, mm, bias, args))
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
         self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits)  # [h_{L-1} | 1] @ decoder
@@ -71,11 +71,13 @@ class Stepper:
         """idx (N,) characters in -> logits (N, V) for the next ones.  The logits array is reused by the next
         call; the state advances in place."""
         step = self.cell.step
-        np.take(self.table, idx, axis=0, out=self.xw0)
-        for xw, mm, addend, args in self.layers:
-            if mm is not None:
+        rows = self.table[idx[0]] if len(idx) == 1 else self.table[idx]  # layer 0's inputs: a view at batch 1
+        for k, (xw, mm, bias, args) in enumerate(self.layers):
+            if mm is None:  # layer 0 of a GRU: its cell step does the recurrent GEMM
+                np.copyto(xw, rows)
+            else:
                 np.matmul(*mm)
-                xw += addend
+                xw += rows if k == 0 else bias
             step(*args)
         np.matmul(*self.decoder)
         return self.logits
