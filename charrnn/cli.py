@@ -25,7 +25,7 @@ from charrnn.cells import CELLS
 from charrnn.cli_types import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_file
+from charrnn.evaluate import VAL_STREAMS, evaluate_file
 from charrnn.export import export, torch_module_text
 from charrnn.inspect import describe
 from charrnn.model import DTYPES, ModelConfig
@@ -330,7 +330,7 @@ def inspect(checkpoint_path, as_json):
 @click.argument("text", metavar="FILE", type=click.Path(path_type=Path))
 @click.option("--batch-size", "-B", type=click.IntRange(min=1), default=None,
               help="Parallel streams the text is cut into (each starts from a zero state). "
-                   "Default: the checkpoint's training value.")
+                   f"Default: {VAL_STREAMS}, as validation during training.")
 @click.option("--seq-len", "-T", type=click.IntRange(min=1), default=None,
               help="Characters per chunk; the state is carried across chunks. "
                    "Default: the checkpoint's training value.")
@@ -343,7 +343,7 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
     """
     ck = load_checkpoint(checkpoint_path)
     trained = ck.meta.get("train") or {}
-    batch_size = batch_size or trained.get("batch_size") or 64
+    batch_size = batch_size or VAL_STREAMS
     seq_len = seq_len or trained.get("seq_len") or 64
     bar = tqdm(disable=None, file=sys.stderr, unit="char", unit_scale=True, leave=False, desc="scoring")
 

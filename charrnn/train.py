@@ -19,7 +19,7 @@ import numpy as np
 from charrnn import checkpoint
 from charrnn.data import Corpus, Streams
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import LN2, score
+from charrnn.evaluate import LN2, VAL_STREAMS, score
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_gradients, make_optimizer
 from charrnn.sample import sample_text
@@ -245,7 +245,7 @@ class Trainer:
         chars_per_s = chars / seconds if seconds else None
         val = None
         if len(self.val_data) >= 2:
-            val = validate(self.model, self.val_data, self.cfg.batch_size, self.cfg.seq_len)
+            val = validate(self.model, self.val_data, VAL_STREAMS, self.cfg.seq_len)
         self.history.append({"step": self.step, "epoch": round(self.epoch_progress, 4), "train_loss": train_loss,
                              "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.run_time, 3)})
         if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):

@@ -14,7 +14,7 @@ from charrnn import checkpoint
 from charrnn.cli import main
 from charrnn.data import corpus_from_text
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_file, known_text
+from charrnn.evaluate import VAL_STREAMS, evaluate_file, known_text
 from charrnn.export import from_torch, to_torch
 from charrnn.model import Model, ModelConfig
 from charrnn.train import TrainConfig, Trainer, validate
@@ -71,18 +71,18 @@ def test_unknown_characters_are_counted_reported_and_skipped(ck_path, tmp_path):
     assert got["loss"] == evaluate_file(ck.model, ck.vocab, clean, batch_size=4, seq_len=16)["loss"]
 
 
-def test_cli_eval_json_and_defaults_from_the_checkpoint(ck_path, tmp_path):
+def test_cli_eval_json_and_defaults(ck_path, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT + "ü", encoding="utf-8")
     result = run("eval", ck_path, text, "--json")
     assert result.exit_code == 0
     got = json.loads(result.stdout)
-    assert (got["batch_size"], got["seq_len"]) == (5, 12)  # the checkpoint's training values
+    assert (got["batch_size"], got["seq_len"]) == (VAL_STREAMS, 12)  # validation's streams, the training T
     assert got["skipped"] == 1 and got["unknown"][0]["char"] == "ü" and got["checkpoint"] == str(ck_path)
     assert got["bits_per_char"] == pytest.approx(got["loss"] / math.log(2))
     assert got["perplexity"] == pytest.approx(math.exp(got["loss"]))
     ck = checkpoint.load(ck_path)
-    direct = evaluate_file(ck.model, ck.vocab, text, batch_size=5, seq_len=12)
+    direct = evaluate_file(ck.model, ck.vocab, text, batch_size=VAL_STREAMS, seq_len=12)
     assert got["loss"] == pytest.approx(direct["loss"], rel=1e-12)
     other = json.loads(run("eval", ck_path, text, "--json", "-B", "2", "-T", "9").stdout)
     assert (other["batch_size"], other["seq_len"]) == (2, 9)

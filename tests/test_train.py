@@ -13,8 +13,9 @@ import pytest
 
 from charrnn import checkpoint
 from charrnn.data import corpus_from_text
+from charrnn.evaluate import VAL_STREAMS
 from charrnn.model import ModelConfig
-from charrnn.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate
+from charrnn.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate, validate
 
 TEXT = "".join(f"line {i}: the quick brown fox {'jumps' if i % 3 else 'naps'} over the lazy dog.\n" for i in range(60))
 TIMING = ("elapsed", "chars_per_s")  # wall-clock fields, the only ones allowed to differ between identical runs
@@ -52,6 +53,17 @@ def test_training_reduces_loss_and_writes_checkpoints(tmp_path):
     best = checkpoint.load(tmp_path / "best.npz")
     assert best.meta["progress"]["step"] == ck.meta["best_step"]
     assert ck.meta["corpus"]["name"] == "fox.txt" and len(ck.meta["corpus"]["sha256"]) == 64
+
+
+def test_validation_uses_the_same_streams_whatever_the_training_batch(tmp_path):
+    """The recorded validation loss is the last model scored in VAL_STREAMS streams (fewer if the split is short),
+    so runs with different batch sizes compare directly, and `charrnn eval` gives the same figure."""
+    make_trainer(tmp_path, 10, batch_size=4).run()
+    ck = checkpoint.load(tmp_path / "latest.npz")
+    _, val = corpus_from_text(TEXT, "fox.txt").split(0.1)
+    recorded = ck.meta["history"][-1]["val_loss"]
+    assert recorded == pytest.approx(validate(ck.model, val, VAL_STREAMS, 16), rel=1e-6)
+    assert recorded != pytest.approx(validate(ck.model, val, 4, 16), rel=1e-6)
 
 
 def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
