@@ -6,10 +6,10 @@ tiny-shakespeare (see README, bench/quality.py).  `char-rnn` and `min-char-rnn` 
 """
 
 PRESETS: dict[str, dict] = {
-    # Measured with bench/quality.py on tiny-shakespeare (README): in 10 minutes on 2 cores this reaches 1.44
+    # Measured with bench/quality.py on tiny-shakespeare (README): in 10 minutes on 2 cores this reaches 1.45
     # nats/char.  LSTM 2x256 with dropout 0.2 or 0.1 beat no dropout (which overfits) and LSTM 1x512 (slower per
     # step).  16 streams train a third fewer characters per second than 64 but make 2.6x the updates; scored in 64
-    # streams the best checkpoint reached 1.446-1.449 with B 16, 1.459-1.462 with B 32, 1.467 with B 64 or B 8.
+    # streams the best checkpoint reached 1.446-1.451 with B 16, 1.459-1.462 with B 32, 1.467 with B 64 or B 8.
     # The cosine runs over the length of the run, 10 minutes unless --steps, --epochs or --time-limit say otherwise.
     "default": dict(
         cell="lstm", layers=2, hidden=256, dropout=0.2,
