@@ -20,7 +20,7 @@ from charrnn.vocab import Vocab
 
 LN2 = math.log(2)
 # Streams that validation and `charrnn eval` cut a text into, whatever the training batch.  Each stream starts from
-# a zero state, so the count moves the figure a little (B 16 scores ~0.003 nats/char lower than B 64); fixed, it
+# a zero state, so the count moves the figure a little (16 streams score ~0.004 nats/char lower than 64); fixed, it
 # depends on the model alone, and 64 streams score faster than a small training batch would.
 VAL_STREAMS = 64
 
