@@ -1,7 +1,8 @@
 """A stack of recurrent layers, inverted dropout, a linear decoder and the softmax cross-entropy loss.
 
-Shapes: N batch, T time, V vocabulary, H hidden, L layers.  Callers pass (N, T) index arrays like char-rnn;
-inside, everything is time-major (T, N, .) so each step's slice is contiguous.  Parameters use PyTorch's names,
+Shapes: N batch, T time, V vocabulary, H hidden, G gates, L layers.  Callers pass (N, T) index arrays like
+char-rnn; inside, states are time-major (T, N, H) and gate pre-activations gate-major (G, T, N, H), so each
+step's slice of a state or of a gate is contiguous.  Parameters use PyTorch's names,
 shapes and gate order (`weight_ih_l0` (G*H, V), ..., `decoder.weight` (V, H)), so weights move one-to-one.
 """
 
@@ -126,7 +127,8 @@ class Model:
         """Layer k's input projection as the cells take it, gate-scaled (see the cells' gate_scale).
         Layer 0: the table (V, G*H) = (W_ih^T + b) * scale, whose rows a character index selects (the bias
         folds in since each one-hot input picks exactly one row), and None.  Other layers: W_ih^T * scale
-        (D, G*H) and the bias * scale."""
+        (D, G*H) and the bias * scale.  Gates side by side, as the sampler's row-per-stream GEMVs take them;
+        see gate_major for the chunk layout."""
         p = self.layer(k)
         scale = self.cell.gate_scale(self.cfg.hidden, self.dtype, self.cfg.coupled)
         bias = self.cell.input_bias(p)
@@ -160,12 +162,12 @@ class Model:
         for k in range(cfg.layers):
             p, ws = self.layer(k), self._ws[k]
             W_in, bias = self.input_weights(k)
-            xw = ws.get("xw", (T, N, G * H), self.dtype)
+            xw = ws.get("xw", (G, T, N, H), self.dtype)
             if k == 0:  # one-hot input: a row gather, never a one-hot matrix
-                np.take(W_in, xt, axis=0, out=xw)
-            else:  # one GEMM over the whole chunk
-                np.matmul(inp.reshape(T * N, H), W_in, out=xw.reshape(T * N, G * H))
-                xw += bias
+                np.take(np.ascontiguousarray(gate_major(W_in, G)), xt, axis=1, out=xw)
+            else:  # one GEMM per gate over the whole chunk
+                np.matmul(inp.reshape(T * N, H), gate_major(W_in, G), out=xw.reshape(G, T * N, H))
+                xw += gate_major(bias[None], G)[:, :, None]
             hs, stateT, cell_cache = cell.forward(
                 xw, tuple(s[k] for s in state), p, ws, cfg.peephole, cfg.coupled
             )
@@ -187,7 +189,7 @@ class Model:
         Returns the parameter gradients (keyed like params) and the gradient of the initial state."""
         cfg, cell = self.cfg, self.cell
         caches, h_top, T, N = cache
-        H = cfg.hidden
+        G, H = cfg.gates, cfg.hidden
         grads = {
             "decoder.weight": dlogits.T @ h_top,
             "decoder.bias": dlogits.sum(axis=0),
@@ -203,13 +205,14 @@ class Model:
             dxw, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
             for d, s in zip(dstate0, ds0, strict=True):
                 d[k] = s
-            dxw2 = dxw.reshape(T * N, -1)
+            dxw3 = dxw.reshape(G, T * N, H)
             if k == 0:
-                g["weight_ih"] = scatter_rows(dxw2, inp.ravel(), cfg.vocab_size).T
+                g["weight_ih"] = scatter_rows(dxw3, inp.ravel(), cfg.vocab_size).transpose(0, 2, 1).reshape(G * H, -1)
             else:
-                g["weight_ih"] = dxw2.T @ inp.reshape(T * N, H)
-                dh = np.matmul(dxw2, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype))
-                dh = dh.reshape(T, N, H)
+                g["weight_ih"] = np.matmul(dxw3.transpose(0, 2, 1), inp.reshape(T * N, H)).reshape(G * H, H)
+                by_gate = ws.get("dinput_by_gate", dxw3.shape, self.dtype)
+                np.matmul(dxw3, p["weight_ih"].reshape(G, H, H), out=by_gate)
+                dh = np.sum(by_gate, axis=0, out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
         return grads, tuple(dstate0)
@@ -237,17 +240,23 @@ class Model:
         return Stepper(self, state)
 
 
+def gate_major(W: np.ndarray, G: int) -> np.ndarray:
+    """(D, G*H) with the gates side by side -> a (G, D, H) view, gate by gate."""
+    D, GH = W.shape
+    return W.reshape(D, G, GH // G).transpose(1, 0, 2)
+
+
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
-    """out[v] = sum of rows[m] where index[m] == v: the weight gradient of a one-hot input, never with a one-hot
-    matrix.  Sorts the rows by index, then sums each contiguous run (one np.sum per distinct index: ~15x faster
-    than np.add.reduceat or np.add.at on (T*N, G*H) rows).  rows (M, K)."""
+    """out[..., v, :] = sum of rows[..., m, :] where index[m] == v: the weight gradient of a one-hot input, never
+    with a one-hot matrix.  Sorts the rows by index, then sums each contiguous run (one np.sum per distinct
+    index: ~15x faster than np.add.reduceat or np.add.at on (T*N, G*H) rows).  rows (..., M, K)."""
     order = np.argsort(index, kind="stable")
     counts = np.bincount(index, minlength=size)
-    ordered = rows[order]
-    out = np.zeros((size, rows.shape[1]), rows.dtype)
+    ordered = np.take(rows, order, axis=-2)
+    out = np.zeros((*rows.shape[:-2], size, rows.shape[-1]), rows.dtype)
     start = 0
     for v in np.flatnonzero(counts):
         stop = start + counts[v]
-        np.sum(ordered[start:stop], axis=0, out=out[v])
+        np.sum(ordered[..., start:stop, :], axis=-2, out=out[..., v, :])
         start = stop
     return out

@@ -49,6 +49,7 @@ class Stepper:
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
             xw = np.empty((N, GH), dt)
+            gates = xw.reshape(N, cfg.gates, H).transpose(1, 0, 2)  # the gate-major view the cell steps take
             mm = None
             if k == 0:
                 self.table = np.ascontiguousarray(W_in)  # (V, GH), bias folded in: step() adds table[idx]
@@ -56,13 +57,13 @@ class Stepper:
                     mm = gemv(self.row[:, :H], prep["W_sT"], xw)
             elif fused:  # xw = [h_{k-1} | h_k] [W_ih; W_hh] + bias
                 mm = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
-            else:
+            else:  # a GRU's input GEMV; its cell step does the recurrent one
                 mm = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw)
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
-            rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
+            rec = None if fused else np.empty((cfg.gates, N, H), dt)  # the cell step's own recurrent GEMM (GRU)
             tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
-            args = {"lstm": (xw, h, c, h, c, aux, prep, rec, tmp), "gru": (xw, h, h, aux, prep, rec, tmp),
-                    "rnn": (xw, h, h, prep, rec)}[cfg.cell]
+            args = {"lstm": (gates, h, c, h, c, aux, prep, rec, tmp), "gru": (gates, h, h, aux, prep, rec, tmp),
+                    "rnn": (gates, h, h, prep, rec)}[cfg.cell]
             self.layers.append((xw, mm, bias, args))
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)

@@ -5,7 +5,8 @@
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
 
-Time-major layout; r and z use sigmoid(x) = (1 + tanh(x/2)) / 2 on pre-activations pre-scaled by 1/2.
+Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm); r and z
+use sigmoid(x) = (1 + tanh(x/2)) / 2 on pre-activations pre-scaled by 1/2.
 """
 
 from __future__ import annotations
@@ -36,22 +37,21 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     """What every step needs, derived once per chunk (or once per sampling run)."""
     H = p["weight_hh"].shape[1]
     scale = gate_scale(H, p["weight_hh"].dtype)
-    return {"W_sT": np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T), "b_hn": p["bias_hh"][2 * H :]}
+    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, 3H), gate-scaled
+    return {"W_gates": W_sT.reshape(H, 3, H).transpose(1, 0, 2), "b_hn": p["bias_hh"][2 * H :]}
 
 
 def step(a, h, h_out, ghn, prep, rec, tmp):
-    """One time step of N streams.  a (N, 3H): scaled input-side pre-activations, overwritten with r, z, n.
-    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out."""
-    H = h.shape[1]
-    rz, n_ = slice(0, 2 * H), slice(2 * H, 3 * H)
-    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-    a[:, rz] += rec[:, rz]
-    np.add(rec[:, n_], prep["b_hn"], out=ghn)
-    r_z = a[:, rz]
+    """One time step of N streams.  a (3, N, H): scaled input-side pre-activations, overwritten with r, z, n.
+    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (3, N, H) scratch."""
+    np.matmul(h, prep["W_gates"], out=rec)  # the recurrent GEMM, gate by gate
+    r_z = a[:2]
+    r_z += rec[:2]
+    np.add(rec[2], prep["b_hn"], out=ghn)
     np.tanh(r_z, out=r_z)
     r_z *= 0.5
     r_z += 0.5
-    r, z, n = a[:, :H], a[:, H : 2 * H], a[:, n_]
+    r, z, n = a
     np.multiply(r, ghn, out=tmp)
     n += tmp
     np.tanh(n, out=n)
@@ -61,67 +61,67 @@ def step(a, h, h_out, ghn, prep, rec, tmp):
 
 
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
-    """xw (T, N, 3H): gate_scale * (W_ih x + input_bias); overwritten with the activations r, z, n.
+    """xw (3, T, N, H): gate_scale * (W_ih x + input_bias); overwritten with the activations r, z, n.
     state0 = (h0,).  Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
-    T, N, GH = xw.shape
+    G, T, N, H = xw.shape
     (h0,) = state0
-    H, dtype = GH // 3, xw.dtype
+    dtype = xw.dtype
     prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     ghn = ws.get("ghn", (T, N, H), dtype)  # W_hn h + b_hn, kept for backward
-    rec = ws.get("rec", (N, GH), dtype)
+    rec = ws.get("rec", (G, N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     for t in range(T):
-        step(xw[t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
+        step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 
 def backward(dhs, dstateT, cache, ws: Workspace):
-    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (T, N, 3H), the gradient of W_ih x + b_ih,
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (3, T, N, H), the gradient of W_ih x + b_ih,
     (dh0,) and the gradients of weight_hh, bias_hh and bias_ih."""
     acts, hs, ghn, p = cache
-    T, N, GH = acts.shape
-    H = GH // 3
+    G, T, N, H = acts.shape
     dtype = acts.dtype
-    rz, n_ = slice(0, 2 * H), slice(2 * H, GH)
-    W = p["weight_hh"]
+    W_gates = p["weight_hh"].reshape(G, H, H)  # d(W_hh h) @ W_hh, gate by gate
 
     # Fold in, for the whole chunk, every factor that does not depend on the recurrent dh:
     # d(pre_z) = dh (h - n) z(1-z);  d(pre_n) = dh (1 - z)(1 - n^2);  d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r)
-    P = activation_slope(acts, n_, ws.get("slope", acts.shape, dtype))
-    z_all, n_all = acts[:, :, H : 2 * H], acts[:, :, n_]
+    P = activation_slope(acts, 2, ws.get("slope", acts.shape, dtype))
+    r_all, z_all, n_all = acts
     tmp_all = ws.get("tmp_all", (T, N, H), dtype)
     np.subtract(hs[:-1], n_all, out=tmp_all)
-    P[:, :, H : 2 * H] *= tmp_all
+    P[1] *= tmp_all
     np.subtract(1, z_all, out=tmp_all)
-    P[:, :, n_] *= tmp_all
-    P[:, :, :H] *= ghn
+    P[2] *= tmp_all
+    P[0] *= ghn
     dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations
     dG = ws.get("dG", acts.shape, dtype)  # gradient of W_hh h + b_hh
 
     dh = ws.get("dh", (N, H), dtype)
     dh_z = ws.get("dh_z", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
+    dh_gates = ws.get("dh_gates", (G, N, H), dtype)
     if dstateT is None:
         dh_next.fill(0)
     else:
         dh_next[...] = dstateT[0]
     for t in range(T - 1, -1, -1):
-        g, dn, pt = dG[t], dX[t, :, n_], P[t]
+        g, dn, pt = dG[:, t], dX[2, t], P[:, t]
         np.add(dhs[t], dh_next, out=dh)
-        np.multiply(dh, pt[:, H : 2 * H], out=g[:, H : 2 * H])  # d(pre_z)
-        np.multiply(dh, pt[:, n_], out=dn)  # d(pre_n)
-        np.multiply(dn, pt[:, :H], out=g[:, :H])  # d(pre_r)
-        np.multiply(dn, acts[t, :, :H], out=g[:, n_])  # d(W_hn h + b_hn) = d(pre_n) r
-        np.matmul(g, W, out=dh_next)
-        np.multiply(dh, acts[t, :, H : 2 * H], out=dh_z)
+        np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
+        np.multiply(dh, pt[2], out=dn)  # d(pre_n)
+        np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
+        np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
+        np.matmul(g, W_gates, out=dh_gates)
+        np.sum(dh_gates, axis=0, out=dh_next)
+        np.multiply(dh, z_all[t], out=dh_z)
         dh_next += dh_z  # dh = dG @ W_hh + dh z
-    dX[:, :, rz] = dG[:, :, rz]
+    dX[:2] = dG[:2]
 
     grads = {
-        "weight_hh": dG.reshape(T * N, GH).T @ hs[:-1].reshape(T * N, H),
-        "bias_hh": dG.sum(axis=(0, 1)),
-        "bias_ih": dX.sum(axis=(0, 1)),
+        "weight_hh": np.matmul(dG.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
+        "bias_hh": dG.sum(axis=(1, 2)).reshape(G * H),
+        "bias_ih": dX.sum(axis=(1, 2)).reshape(G * H),
     }
     return dX, (dh_next.copy(),), grads

@@ -5,9 +5,11 @@ Standard gates i, f, g, o (PyTorch order):
 Peephole connections (Gers & Schmidhuber, 2000) add p_i*c and p_f*c to the i and f pre-activations and p_o*c'
 to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
 
-The layout is time-major, so every per-step slice xw[t], hs[t] is contiguous for BLAS.  Sigmoid gates are
-computed as sigmoid(x) = (1 + tanh(x/2)) / 2: their pre-activations arrive pre-scaled by 1/2 (see gate_scale), so
-one in-place tanh call covers all gates of a step.
+The layout is gate-major, (G, T, N, H): each gate's (N, H) block of a step is contiguous, so every element-wise
+call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N strided rows, which NumPy loops
+over one by one (a step of LSTM 1x256 took ~10% longer).  The recurrent GEMM runs gate by gate through one
+batched np.matmul.  Sigmoid gates are computed as sigmoid(x) = (1 + tanh(x/2)) / 2: their pre-activations arrive
+pre-scaled by 1/2 (see gate_scale), so one in-place tanh call covers all gates of a step.
 """
 
 from __future__ import annotations
@@ -42,14 +44,19 @@ def peephole_names(coupled: bool = False) -> str:
 def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     """What every step needs, derived once per chunk (or once per sampling run)."""
     H, dtype = p["weight_hh"].shape[1], p["weight_hh"].dtype
+    names = gate_names(coupled)
+    G = len(names)
     scale = gate_scale(H, dtype, coupled)
-    first = slice(0, scale.size - H) if peephole else slice(0, scale.size)  # with peepholes, o waits for c'
+    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, GH), gate-scaled
+    first = slice(0, G - 1) if peephole else slice(0, G)  # the gates the first tanh activates; o waits for c'
+    sigmoid = np.array([0.5 if g != "g" else 1.0 for g in names], dtype)[first, None, None]
     prep = {
-        "W_sT": np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T),  # (H, GH), gate-scaled
-        "first": first,  # the gates activated by the first tanh call
-        "scale": scale[first],
-        "shift": np.where(scale == 0.5, 0.5, 0.0).astype(dtype)[first],  # sigmoid = 0.5 tanh(x/2) + 0.5
-        "sl": {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))},
+        "W_sT": W_sT,  # the sampler's fused GEMV takes the gates side by side
+        "W_gates": W_sT.reshape(H, G, H).transpose(1, 0, 2),  # (G, H, H) views: h @ W_gates[k] is gate k
+        "first": first,
+        "scale": sigmoid,  # (G', 1, 1): sigmoid = 0.5 tanh(x/2) + 0.5, and g stays tanh
+        "shift": np.where(sigmoid == 0.5, 0.5, 0.0).astype(dtype),
+        "gate": {g: k for k, g in enumerate(names)},
         "peephole": peephole,
         "coupled": coupled,
     }
@@ -59,32 +66,32 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 
 
 def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
-    """One time step of N streams.  a (N, G*H): scaled input-side pre-activations, overwritten with the gate
+    """One time step of N streams.  a (G, N, H): scaled input-side pre-activations, overwritten with the gate
     activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c).
-    rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
+    rec (G, N, H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
     fused GEMV)."""
-    sl, peephole = prep["sl"], prep["peephole"]
+    k, peephole = prep["gate"], prep["peephole"]
     if rec is not None:
-        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+        np.matmul(h, prep["W_gates"], out=rec)  # the recurrent GEMM, gate by gate
         a += rec
     if peephole:
-        a[:, sl["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
+        a[k["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:
-            a[:, sl["f"]] += np.multiply(prep["peep"]["f"], c, out=tmp)
-    first = a[:, prep["first"]] if peephole else a
+            a[k["f"]] += np.multiply(prep["peep"]["f"], c, out=tmp)
+    first = a[prep["first"]]
     np.tanh(first, out=first)
     first *= prep["scale"]
     first += prep["shift"]
-    i, g = a[:, sl["i"]], a[:, sl["g"]]
+    i, g = a[k["i"]], a[k["g"]]
     if prep["coupled"]:  # c' = c + i (g - c)
         np.subtract(g, c, out=tmp)
         tmp *= i
         np.add(c, tmp, out=c_out)
     else:  # c' = f c + i g
-        np.multiply(a[:, sl["f"]], c, out=c_out)
+        np.multiply(a[k["f"]], c, out=c_out)
         np.multiply(i, g, out=tmp)
         c_out += tmp
-    o = a[:, sl["o"]]
+    o = a[k["o"]]
     if peephole:
         o += np.multiply(prep["peep"]["o"], c_out, out=tmp)
         np.tanh(o, out=o)
@@ -97,23 +104,23 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """Run the layer over a chunk.
 
-    xw (T, N, G*H): scaled input projection with biases, gate_scale * (W_ih x + b_ih + b_hh); overwritten
+    xw (G, T, N, H): scaled input projection with biases, gate_scale * (W_ih x + b_ih + b_hh); overwritten
     with the gate activations, which backward needs.  state0 = (h0, c0), each (N, H).
     Returns hs (T+1, N, H) with hs[0] = h0 (so hs[:-1] is each step's previous state), (hT, cT) and a cache.
     """
-    T, N, GH = xw.shape
+    G, T, N, H = xw.shape
     h0, c0 = state0
-    H, dtype = h0.shape[1], xw.dtype
+    dtype = xw.dtype
     prep = prepare(p, peephole, coupled)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     cs = ws.get("cs", (T + 1, N, H), dtype)
     tcs = ws.get("tcs", (T, N, H), dtype)
-    rec = ws.get("rec", (N, GH), dtype)
+    rec = ws.get("rec", (G, N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     cs[0] = c0
     for t in range(T):
-        step(xw[t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
+        step(xw[:, t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
     cache = (xw, hs, cs, tcs, p, peephole, coupled)
     return hs, (hs[T].copy(), cs[T].copy()), cache
 
@@ -121,41 +128,39 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
 def backward(dhs, dstateT, cache, ws: Workspace):
     """dhs (T, N, H) gradient of the outputs hs[1:]; dstateT = (dhT, dcT) or None.
 
-    Returns dxw (T, N, G*H), the gradient of the unscaled pre-activations (W_ih x + b_ih + b_hh), which is
+    Returns dxw (G, T, N, H), the gradient of the unscaled pre-activations (W_ih x + b_ih + b_hh), which is
     also the gradient of b_ih and b_hh; (dh0, dc0); and the gradients of weight_hh, bias_hh and peephole.
     Weight gradients are whole-chunk GEMMs after the loop.
     """
     acts, hs, cs, tcs, p, peephole, coupled = cache
-    T, N, GH = acts.shape
-    H = GH // gate_count(coupled)
+    G, T, N, H = acts.shape
     dtype = acts.dtype
-    sl = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(gate_names(coupled))}
-    W = p["weight_hh"]  # (GH, H)
+    k = {g: j for j, g in enumerate(gate_names(coupled))}
+    W_gates = p["weight_hh"].reshape(G, H, H)  # d(pre) @ W_hh, gate by gate
 
-    G = GH // H
-    dA = activation_slope(acts, sl["g"], ws.get("slope", acts.shape, dtype))
+    dA = activation_slope(acts, k["g"], ws.get("slope", acts.shape, dtype))
     # Fold in, for the whole chunk, everything a gate's gradient needs besides the recurrent dh and dc':
     # d(pre_o) = dh tanh(c') o(1-o);  d(pre_i) = dc' g i(1-i);  d(pre_f) = dc' c f(1-f);  d(pre_g) = dc' i (1-g^2)
-    dA[:, :, sl["o"]] *= tcs
-    i_all, g_all, c_prev_all = acts[:, :, sl["i"]], acts[:, :, sl["g"]], cs[:-1]
+    dA[k["o"]] *= tcs
+    i_all, g_all, c_prev_all = acts[k["i"]], acts[k["g"]], cs[:-1]
     if coupled:  # c' = c + i (g - c): d(pre_i) = dc' (g - c) i(1-i), and dc = dc' (1 - i)
         keep = ws.get("keep", tcs.shape, dtype)
         np.subtract(g_all, c_prev_all, out=keep)
-        dA[:, :, sl["i"]] *= keep
+        dA[k["i"]] *= keep
         np.subtract(1, i_all, out=keep)
     else:
-        dA[:, :, sl["i"]] *= g_all
-        dA[:, :, sl["f"]] *= c_prev_all
-        keep = acts[:, :, sl["f"]]  # dc = dc' f
-    dA[:, :, sl["g"]] *= i_all
+        dA[k["i"]] *= g_all
+        dA[k["f"]] *= c_prev_all
+        keep = acts[k["f"]]  # dc = dc' f
+    dA[k["g"]] *= i_all
     o_dtanh = ws.get("o_dtanh", tcs.shape, dtype)  # o (1 - tanh(c')^2): how dh reaches dc'
     np.multiply(tcs, tcs, out=o_dtanh)
     np.subtract(1, o_dtanh, out=o_dtanh)
-    o_dtanh *= acts[:, :, sl["o"]]
-    dA_gates = dA.reshape(T, N, G, H)  # a view: [t, :, :G-1] are the gates driven by dc', o is last
+    o_dtanh *= acts[k["o"]]
 
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
+    dh_gates = ws.get("dh_gates", (G, N, H), dtype)
     dc = ws.get("dc", (N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     if dstateT is None:
@@ -167,32 +172,31 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     if peephole:
         pe = dict(zip(peephole_names(coupled), p["peephole"], strict=True))
     for t in range(T - 1, -1, -1):
-        da = dA[t]
+        da = dA[:, t]
         np.add(dhs[t], dh_next, out=dh)
         np.multiply(dh, o_dtanh[t], out=tmp)
         dc += tmp  # dc' = dc_next + dh o (1 - tanh(c')^2)
-        do = da[:, sl["o"]]
+        do = da[k["o"]]
         do *= dh
         if peephole:
             dc += do * pe["o"]
-        np.multiply(dA_gates[t, :, : G - 1], dc[:, None, :], out=dA_gates[t, :, : G - 1])
+        by_dc = da[: G - 1]  # the gates driven by dc' (o is last)
+        np.multiply(by_dc, dc, out=by_dc)
         dc *= keep[t]
         if peephole:
-            dc += da[:, sl["i"]] * pe["i"]
+            dc += da[k["i"]] * pe["i"]
             if not coupled:
-                dc += da[:, sl["f"]] * pe["f"]
-        np.matmul(da, W, out=dh_next)  # dh = d(pre) @ W_hh
+                dc += da[k["f"]] * pe["f"]
+        np.matmul(da, W_gates, out=dh_gates)
+        np.sum(dh_gates, axis=0, out=dh_next)  # dh = d(pre) @ W_hh
 
     grads = {
-        "weight_hh": dA.reshape(T * N, GH).T @ hs[:-1].reshape(T * N, H),
-        "bias_hh": dA.sum(axis=(0, 1)),
+        "weight_hh": np.matmul(dA.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
+        "bias_hh": dA.sum(axis=(1, 2)).reshape(G * H),
     }
     grads["bias_ih"] = grads["bias_hh"].copy()
     if peephole:
         grads["peephole"] = np.stack(
-            [
-                np.einsum("tnh,tnh->h", dA[:, :, sl[g]], cs[1:] if g == "o" else cs[:-1])
-                for g in peephole_names(coupled)
-            ]
+            [np.einsum("tnh,tnh->h", dA[k[g]], cs[1:] if g == "o" else cs[:-1]) for g in peephole_names(coupled)]
         )
     return dA, (dh_next.copy(), dc.copy()), grads

@@ -27,9 +27,10 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 
 
 def step(a, h, h_out, prep, rec):
-    """One time step of N streams: a (N, H) input-side pre-activations, h (N, H) in, h_out (may be h) out.
-    rec (N, H) is scratch for the recurrent GEMM, or None when a already includes h @ W_hh^T (the sampler's
-    fused GEMV)."""
+    """One time step of N streams: a (1, N, H) input-side pre-activations (gate-major like the other cells'),
+    h (N, H) in, h_out (may be h) out.  rec (N, H) is scratch for the recurrent GEMM, or None when a already
+    includes h @ W_hh^T (the sampler's fused GEMV)."""
+    a = a[0]
     if rec is None:
         np.tanh(a, out=h_out)
         return
@@ -39,21 +40,21 @@ def step(a, h, h_out, prep, rec):
 
 
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
-    """xw (T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
+    """xw (1, T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
     Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
-    T, N, H = xw.shape
+    _, T, N, H = xw.shape
     (h0,) = state0
     prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), xw.dtype)
     rec = ws.get("rec", (N, H), xw.dtype)
     hs[0] = h0
     for t in range(T):
-        step(xw[t], hs[t], hs[t + 1], prep, rec)
+        step(xw[:, t], hs[t], hs[t + 1], prep, rec)
     return hs, (hs[T].copy(),), (hs, p)
 
 
 def backward(dhs, dstateT, cache, ws: Workspace):
-    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (T, N, H), (dh0,) and weight_hh/bias grads."""
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (1, T, N, H), (dh0,) and weight_hh/bias grads."""
     hs, p = cache
     T1, N, H = hs.shape
     T = T1 - 1
@@ -75,4 +76,4 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         "bias_hh": da.sum(axis=(0, 1)),
     }
     grads["bias_ih"] = grads["bias_hh"].copy()
-    return da, (dh_next.copy(),), grads
+    return da[None], (dh_next.copy(),), grads

@@ -23,12 +23,13 @@ class Workspace:
         return a
 
 
-def activation_slope(acts: np.ndarray, tanh_gate: slice, out: np.ndarray) -> np.ndarray:
+def activation_slope(acts: np.ndarray, tanh_gate: int, out: np.ndarray) -> np.ndarray:
     """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once, in place (no
-    chunk-sized temporaries): sigmoid y (1 - y) everywhere, then tanh 1 - y^2 over the one tanh gate's columns."""
+    chunk-sized temporaries): sigmoid y (1 - y) everywhere, then tanh 1 - y^2 over the one tanh gate.
+    acts and out are gate-major, (G, ...)."""
     np.subtract(1, acts, out=out)
     out *= acts
-    y, slope = acts[..., tanh_gate], out[..., tanh_gate]
+    y, slope = acts[tanh_gate], out[tanh_gate]
     np.multiply(y, y, out=slope)
     np.subtract(1, slope, out=slope)
     return out
