@@ -83,7 +83,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     acts, hs, ghn, p = cache
     G, T, N, H = acts.shape
     dtype = acts.dtype
-    W_gates = p["weight_hh"].reshape(G, H, H)  # d(W_hh h) @ W_hh, gate by gate
+    W = p["weight_hh"]  # (3H, H)
 
     # Fold in, for the whole chunk, every factor that does not depend on the recurrent dh:
     # d(pre_z) = dh (h - n) z(1-z);  d(pre_n) = dh (1 - z)(1 - n^2);  d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r)
@@ -101,7 +101,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     dh = ws.get("dh", (N, H), dtype)
     dh_z = ws.get("dh_z", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
-    dh_gates = ws.get("dh_gates", (G, N, H), dtype)
+    g_row = ws.get("g_row", (N, G * H), dtype)  # a step's d(W_hh h + b_hh), gates side by side: one GEMM
     if dstateT is None:
         dh_next.fill(0)
     else:
@@ -113,8 +113,8 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         np.multiply(dh, pt[2], out=dn)  # d(pre_n)
         np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
         np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
-        np.matmul(g, W_gates, out=dh_gates)
-        np.sum(dh_gates, axis=0, out=dh_next)
+        np.copyto(g_row.reshape(N, G, H).transpose(1, 0, 2), g)
+        np.matmul(g_row, W, out=dh_next)
         np.multiply(dh, z_all[t], out=dh_z)
         dh_next += dh_z  # dh = dG @ W_hh + dh z
     dX[:2] = dG[:2]

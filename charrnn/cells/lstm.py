@@ -136,7 +136,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     G, T, N, H = acts.shape
     dtype = acts.dtype
     k = {g: j for j, g in enumerate(gate_names(coupled))}
-    W_gates = p["weight_hh"].reshape(G, H, H)  # d(pre) @ W_hh, gate by gate
+    W = p["weight_hh"]  # (GH, H)
 
     dA = activation_slope(acts, k["g"], ws.get("slope", acts.shape, dtype))
     # Fold in, for the whole chunk, everything a gate's gradient needs besides the recurrent dh and dc':
@@ -160,7 +160,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
 
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
-    dh_gates = ws.get("dh_gates", (G, N, H), dtype)
+    da_row = ws.get("da_row", (N, G * H), dtype)  # a step's d(pre), gates side by side: one GEMM with W_hh
     dc = ws.get("dc", (N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     if dstateT is None:
@@ -187,8 +187,8 @@ def backward(dhs, dstateT, cache, ws: Workspace):
             dc += da[k["i"]] * pe["i"]
             if not coupled:
                 dc += da[k["f"]] * pe["f"]
-        np.matmul(da, W_gates, out=dh_gates)
-        np.sum(dh_gates, axis=0, out=dh_next)  # dh = d(pre) @ W_hh
+        np.copyto(da_row.reshape(N, G, H).transpose(1, 0, 2), da)
+        np.matmul(da_row, W, out=dh_next)  # dh = d(pre) @ W_hh
 
     grads = {
         "weight_hh": np.matmul(dA.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
