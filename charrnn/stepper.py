@@ -60,7 +60,7 @@ class Stepper:
             else:  # a GRU's input GEMV; its cell step does the recurrent one
                 mm = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw)
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
-            rec = None if fused else np.empty((cfg.gates, N, H), dt)  # the cell step's own recurrent GEMM (GRU)
+            rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
             tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
             args = {"lstm": (gates, h, c, h, c, aux, prep, rec, tmp), "gru": (gates, h, h, aux, prep, rec, tmp),
                     "rnn": (gates, h, h, prep, rec)}[cfg.cell]

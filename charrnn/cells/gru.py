@@ -38,13 +38,14 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     H = p["weight_hh"].shape[1]
     scale = gate_scale(H, p["weight_hh"].dtype)
     W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, 3H), gate-scaled
-    return {"W_gates": W_sT.reshape(H, 3, H).transpose(1, 0, 2), "b_hn": p["bias_hh"][2 * H :]}
+    return {"W_sT": W_sT, "b_hn": p["bias_hh"][2 * H :]}
 
 
 def step(a, h, h_out, ghn, prep, rec, tmp):
     """One time step of N streams.  a (3, N, H): scaled input-side pre-activations, overwritten with r, z, n.
-    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (3, N, H) scratch."""
-    np.matmul(h, prep["W_gates"], out=rec)  # the recurrent GEMM, gate by gate
+    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (N, 3H) scratch."""
+    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+    rec = rec.reshape(rec.shape[0], 3, -1).transpose(1, 0, 2)  # its gate-major view
     r_z = a[:2]
     r_z += rec[:2]
     np.add(rec[2], prep["b_hn"], out=ghn)
@@ -69,7 +70,7 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     ghn = ws.get("ghn", (T, N, H), dtype)  # W_hn h + b_hn, kept for backward
-    rec = ws.get("rec", (G, N, H), dtype)
+    rec = ws.get("rec", (N, G * H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     for t in range(T):

@@ -7,9 +7,10 @@ to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
 
 The layout is gate-major, (G, T, N, H): each gate's (N, H) block of a step is contiguous, so every element-wise
 call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N strided rows, which NumPy loops
-over one by one (a step of LSTM 1x256 took ~10% longer).  The recurrent GEMM runs gate by gate through one
-batched np.matmul.  Sigmoid gates are computed as sigmoid(x) = (1 + tanh(x/2)) / 2: their pre-activations arrive
-pre-scaled by 1/2 (see gate_scale), so one in-place tanh call covers all gates of a step.
+over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step writes the gates side
+by side, (N, G*H), read through a gate-major view.  Sigmoid gates are computed as sigmoid(x) = (1 + tanh(x/2)) / 2:
+their pre-activations arrive pre-scaled by 1/2 (see gate_scale), so one in-place tanh call covers all gates of a
+step.
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     names = gate_names(coupled)
     G = len(names)
     scale = gate_scale(H, dtype, coupled)
-    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, GH), gate-scaled
+    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, G*H), gate-scaled
     first = slice(0, G - 1) if peephole else slice(0, G)  # the gates the first tanh activates; o waits for c'
     sigmoid = np.array([0.5 if g != "g" else 1.0 for g in names], dtype)[first, None, None]
     prep = {
-        "W_sT": W_sT,  # the sampler's fused GEMV takes the gates side by side
-        "W_gates": W_sT.reshape(H, G, H).transpose(1, 0, 2),  # (G, H, H) views: h @ W_gates[k] is gate k
+        "W_sT": W_sT,
         "first": first,
         "scale": sigmoid,  # (G', 1, 1): sigmoid = 0.5 tanh(x/2) + 0.5, and g stays tanh
         "shift": np.where(sigmoid == 0.5, 0.5, 0.0).astype(dtype),
@@ -68,12 +68,12 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     """One time step of N streams.  a (G, N, H): scaled input-side pre-activations, overwritten with the gate
     activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c).
-    rec (G, N, H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
+    rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
     fused GEMV)."""
     k, peephole = prep["gate"], prep["peephole"]
     if rec is not None:
-        np.matmul(h, prep["W_gates"], out=rec)  # the recurrent GEMM, gate by gate
-        a += rec
+        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+        a += rec.reshape(rec.shape[0], -1, h.shape[1]).transpose(1, 0, 2)  # read gate-major
     if peephole:
         a[k["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:
@@ -115,7 +115,7 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     hs = ws.get("hs", (T + 1, N, H), dtype)
     cs = ws.get("cs", (T + 1, N, H), dtype)
     tcs = ws.get("tcs", (T, N, H), dtype)
-    rec = ws.get("rec", (G, N, H), dtype)
+    rec = ws.get("rec", (N, G * H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     cs[0] = c0
