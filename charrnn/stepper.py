@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn.cells.activations import quiet
 from charrnn.model import Model
 
 
@@ -74,12 +75,13 @@ class Stepper:
         call; the state advances in place."""
         step = self.cell.step
         rows = self.table[idx[0]] if len(idx) == 1 else self.table[idx]  # layer 0's inputs: a view at batch 1
-        for k, (xw, mm, bias, args) in enumerate(self.layers):
-            if mm is None:  # layer 0 of a GRU: its cell step does the recurrent GEMM
-                np.copyto(xw, rows)
-            else:
-                np.matmul(*mm)
-                xw += rows if k == 0 else bias
-            step(*args)
+        with quiet():
+            for k, (xw, mm, bias, args) in enumerate(self.layers):
+                if mm is None:  # layer 0 of a GRU: its cell step does the recurrent GEMM
+                    np.copyto(xw, rows)
+                else:
+                    np.matmul(*mm)
+                    xw += rows if k == 0 else bias
+                step(*args)
         np.matmul(*self.decoder)
         return self.logits

@@ -5,14 +5,16 @@
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
 
-Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm); r and z
-use sigmoid(x) = (1 + tanh(x/2)) / 2 on pre-activations pre-scaled by 1/2.
+Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm).  Each gate
+comes from one exp (charrnn.cells.activations): r and z from pre-activations pre-scaled by -1; n's pre-activation
+is only complete after r * (W_hn h + b_hn), so it stays unscaled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from charrnn.cells.activations import SIGMOID, quiet, squash, tanh
 from charrnn.cells.workspace import Workspace, activation_slope
 
 
@@ -21,8 +23,8 @@ def gate_count(coupled: bool = False) -> int:
 
 
 def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
-    """(3H,) factor applied to pre-activations: 1/2 for the sigmoid gates r and z, 1 for n."""
-    return np.repeat(np.array([0.5, 0.5, 1.0], dtype=dtype), hidden)
+    """(3H,) factor applied to pre-activations: the exponent's factor for the sigmoid gates r and z, 1 for n."""
+    return np.repeat(np.array([SIGMOID, SIGMOID, 1.0], dtype=dtype), hidden)
 
 
 def input_bias(p: dict) -> np.ndarray:
@@ -49,13 +51,11 @@ def step(a, h, h_out, ghn, prep, rec, tmp):
     r_z = a[:2]
     r_z += rec[:2]
     np.add(rec[2], prep["b_hn"], out=ghn)
-    np.tanh(r_z, out=r_z)
-    r_z *= 0.5
-    r_z += 0.5
+    squash(r_z)
     r, z, n = a
     np.multiply(r, ghn, out=tmp)
     n += tmp
-    np.tanh(n, out=n)
+    tanh(n, n)
     np.subtract(h, n, out=tmp)  # h' = n + z (h - n)
     tmp *= z
     np.add(n, tmp, out=h_out)
@@ -73,8 +73,9 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     rec = ws.get("rec", (N, G * H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
-    for t in range(T):
-        step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
+    with quiet():
+        for t in range(T):
+            step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 

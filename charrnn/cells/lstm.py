@@ -8,15 +8,16 @@ to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
 The layout is gate-major, (G, T, N, H): each gate's (N, H) block of a step is contiguous, so every element-wise
 call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N strided rows, which NumPy loops
 over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step writes the gates side
-by side, (N, G*H), read through a gate-major view.  Sigmoid gates are computed as sigmoid(x) = (1 + tanh(x/2)) / 2:
-their pre-activations arrive pre-scaled by 1/2 (see gate_scale), so one in-place tanh call covers all gates of a
-step.
+by side, (N, G*H), read through a gate-major view.  Every gate comes from one exp (charrnn.cells.activations):
+pre-activations arrive pre-scaled by -1 (sigmoid gates) or -2 (g), see gate_scale, so one in-place exp, add
+and divide cover all gates of a step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from charrnn.cells.activations import SIGMOID, TANH, quiet, squash, tanh
 from charrnn.cells.workspace import Workspace, activation_slope
 
 
@@ -29,8 +30,8 @@ def gate_names(coupled: bool = False) -> str:
 
 
 def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
-    """(G*H,) factor applied to pre-activations: 1/2 for sigmoid gates (the tanh trick), 1 for g."""
-    return np.repeat(np.array([1.0 if g == "g" else 0.5 for g in gate_names(coupled)], dtype=dtype), hidden)
+    """(G*H,) factor applied to pre-activations: the exponent's factor of each gate's nonlinearity."""
+    return np.repeat(np.array([TANH if g == "g" else SIGMOID for g in gate_names(coupled)], dtype=dtype), hidden)
 
 
 def input_bias(p: dict) -> np.ndarray:
@@ -49,19 +50,17 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     G = len(names)
     scale = gate_scale(H, dtype, coupled)
     W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, G*H), gate-scaled
-    first = slice(0, G - 1) if peephole else slice(0, G)  # the gates the first tanh activates; o waits for c'
-    sigmoid = np.array([0.5 if g != "g" else 1.0 for g in names], dtype)[first, None, None]
+    first = slice(0, G - 1) if peephole else slice(0, G)  # the gates the first exp activates; o waits for c'
     prep = {
         "W_sT": W_sT,
         "first": first,
-        "scale": sigmoid,  # (G', 1, 1): sigmoid = 0.5 tanh(x/2) + 0.5, and g stays tanh
-        "shift": np.where(sigmoid == 0.5, 0.5, 0.0).astype(dtype),
+        "numerator": np.array([2.0 if g == "g" else 1.0 for g in names], dtype)[first, None, None],  # (G', 1, 1)
         "gate": {g: k for k, g in enumerate(names)},
         "peephole": peephole,
         "coupled": coupled,
     }
     if peephole:
-        prep["peep"] = {g: 0.5 * p["peephole"][k] for k, g in enumerate(peephole_names(coupled))}
+        prep["peep"] = {g: SIGMOID * p["peephole"][k] for k, g in enumerate(peephole_names(coupled))}
     return prep
 
 
@@ -78,11 +77,9 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
         a[k["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:
             a[k["f"]] += np.multiply(prep["peep"]["f"], c, out=tmp)
-    first = a[prep["first"]]
-    np.tanh(first, out=first)
-    first *= prep["scale"]
-    first += prep["shift"]
+    squash(a[prep["first"]], prep["numerator"])
     i, g = a[k["i"]], a[k["g"]]
+    g -= 1  # tanh = 2 / (1 + e^-2x) - 1
     if prep["coupled"]:  # c' = c + i (g - c)
         np.subtract(g, c, out=tmp)
         tmp *= i
@@ -94,10 +91,8 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     o = a[k["o"]]
     if peephole:
         o += np.multiply(prep["peep"]["o"], c_out, out=tmp)
-        np.tanh(o, out=o)
-        o *= 0.5
-        o += 0.5
-    np.tanh(c_out, out=tc_out)
+        squash(o)
+    tanh(c_out, tc_out)
     np.multiply(o, tc_out, out=h_out)
 
 
@@ -119,8 +114,9 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     cs[0] = c0
-    for t in range(T):
-        step(xw[:, t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
+    with quiet():
+        for t in range(T):
+            step(xw[:, t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
     cache = (xw, hs, cs, tcs, p, peephole, coupled)
     return hs, (hs[T].copy(), cs[T].copy()), cache
 
