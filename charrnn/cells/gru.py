@@ -5,16 +5,16 @@
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
 
-Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm).  Each gate
-comes from one exp (charrnn.cells.activations): r and z from pre-activations pre-scaled by -1; n's pre-activation
-is only complete after r * (W_hn h + b_hn), so it stays unscaled.
+Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm).
+r and z come from one exp (charrnn.cells.activations), on pre-activations pre-scaled by -1; n's pre-activation
+is only complete after r * (W_hn h + b_hn), so it stays unscaled and goes through np.tanh.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from charrnn.cells.activations import SIGMOID, quiet, squash, tanh
+from charrnn.cells.activations import SIGMOID, quiet, squash
 from charrnn.cells.workspace import Workspace, activation_slope
 
 
@@ -55,7 +55,7 @@ def step(a, h, h_out, ghn, prep, rec, tmp):
     r, z, n = a
     np.multiply(r, ghn, out=tmp)
     n += tmp
-    tanh(n, n)
+    np.tanh(n, out=n)
     np.subtract(h, n, out=tmp)  # h' = n + z (h - n)
     tmp *= z
     np.add(n, tmp, out=h_out)

@@ -10,14 +10,15 @@ call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N 
 over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step writes the gates side
 by side, (N, G*H), read through a gate-major view.  Every gate comes from one exp (charrnn.cells.activations):
 pre-activations arrive pre-scaled by -1 (sigmoid gates) or -2 (g), see gate_scale, so one in-place exp, add
-and divide cover all gates of a step.
+and divide cover all gates of a step.  tanh(c') stays np.tanh: one call where the exp form takes four, which
+the sampler's batch-1 step would pay for.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from charrnn.cells.activations import SIGMOID, TANH, quiet, squash, tanh
+from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
 from charrnn.cells.workspace import Workspace, activation_slope
 
 
@@ -92,7 +93,7 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     if peephole:
         o += np.multiply(prep["peep"]["o"], c_out, out=tmp)
         squash(o)
-    tanh(c_out, tc_out)
+    np.tanh(c_out, out=tc_out)
     np.multiply(o, tc_out, out=h_out)
 
 

@@ -1,15 +1,12 @@
 """Vanilla (Elman) RNN layer over a chunk, as in min-char-rnn.  Shapes: T time, N batch, H hidden.
 
     h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
-
-tanh comes from one exp (charrnn.cells.activations), on pre-activations pre-scaled by -2.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from charrnn.cells.activations import TANH, quiet, squash
 from charrnn.cells.workspace import Workspace
 
 
@@ -18,8 +15,7 @@ def gate_count(coupled: bool = False) -> int:
 
 
 def gate_scale(hidden: int, dtype, coupled: bool = False) -> np.ndarray:
-    """(H,) factor applied to pre-activations: tanh's exponent factor."""
-    return np.full(hidden, TANH, dtype=dtype)
+    return np.ones(hidden, dtype=dtype)
 
 
 def input_bias(p: dict) -> np.ndarray:
@@ -27,25 +23,24 @@ def input_bias(p: dict) -> np.ndarray:
 
 
 def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
-    return {"W_sT": np.ascontiguousarray(TANH * p["weight_hh"].T)}  # gate-scaled
+    return {"W_sT": np.ascontiguousarray(p["weight_hh"].T)}  # "scaled" by the gate scale, 1
 
 
 def step(a, h, h_out, prep, rec):
-    """One time step of N streams: a (1, N, H) scaled input-side pre-activations (gate-major like the other
-    cells'), h (N, H) in, h_out (may be h) out.  rec (N, H) is scratch for the recurrent GEMM, or None when a
-    already includes the scaled h @ W_hh^T (the sampler's fused GEMV)."""
+    """One time step of N streams: a (1, N, H) input-side pre-activations (gate-major like the other cells'),
+    h (N, H) in, h_out (may be h) out.  rec (N, H) is scratch for the recurrent GEMM, or None when a already
+    includes h @ W_hh^T (the sampler's fused GEMV)."""
     a = a[0]
     if rec is None:
-        squash(a, 2.0, out=h_out)
-    else:
-        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-        np.add(rec, a, out=h_out)
-        squash(h_out, 2.0)
-    h_out -= 1  # tanh = 2 / (1 + e^-2x) - 1
+        np.tanh(a, out=h_out)
+        return
+    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+    np.add(rec, a, out=h_out)
+    np.tanh(h_out, out=h_out)
 
 
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
-    """xw (1, T, N, H): gate_scale * (W_ih x + b_ih + b_hh).  state0 = (h0,).
+    """xw (1, T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
     Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
     _, T, N, H = xw.shape
     (h0,) = state0
@@ -53,9 +48,8 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     hs = ws.get("hs", (T + 1, N, H), xw.dtype)
     rec = ws.get("rec", (N, H), xw.dtype)
     hs[0] = h0
-    with quiet():
-        for t in range(T):
-            step(xw[:, t], hs[t], hs[t + 1], prep, rec)
+    for t in range(T):
+        step(xw[:, t], hs[t], hs[t + 1], prep, rec)
     return hs, (hs[T].copy(),), (hs, p)
 
 
