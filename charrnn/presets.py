@@ -6,14 +6,16 @@ tiny-shakespeare (see README, bench/quality.py).  `char-rnn` and `min-char-rnn` 
 """
 
 PRESETS: dict[str, dict] = {
-    # Measured with bench/quality.py on tiny-shakespeare (README): in 10 minutes on 2 cores this reaches 1.45
-    # nats/char.  LSTM 2x256 with dropout 0.2 or 0.1 beat no dropout (which overfits) and LSTM 1x512 (slower per
-    # step).  16 streams train a third fewer characters per second than 64 but make 2.6x the updates; scored in 64
-    # streams the best checkpoint reached 1.446-1.451 with B 16, 1.459-1.462 with B 32, 1.467 with B 64 or B 8.
+    # Measured with bench/quality.py on tiny-shakespeare (README).  In 10 minutes on 2 cores of a Zen 3 (4,500-5,100
+    # steps) Adam 5e-3 reached 1.469 nats/char, 3e-3 1.500 and 7e-3 1.474; on a Zen 5 (10,700 steps) 3e-3 reached
+    # 1.45.  LSTM 2x256 with dropout 0.2 or 0.1 beat no dropout (which overfits) and LSTM 1x512 (slower per step);
+    # 2x192 trains 1.65x the steps but ends no better (1.494 with 3e-3).  16 streams train a third fewer characters
+    # per second than 64 but make 2.6x the updates; scored in 64 streams the best checkpoint reached 1.446-1.451
+    # with B 16, 1.459-1.462 with B 32, 1.467 with B 64 or B 8 (Zen 5, 3e-3).
     # The cosine runs over the length of the run, 10 minutes unless --steps, --epochs or --time-limit say otherwise.
     "default": dict(
         cell="lstm", layers=2, hidden=256, dropout=0.2,
-        seq_len=64, batch_size=16, optimizer="adam", lr=3e-3, lr_schedule="cosine", warmup=200, lr_min=0.1,
+        seq_len=64, batch_size=16, optimizer="adam", lr=5e-3, lr_schedule="cosine", warmup=200, lr_min=0.1,
         clip=5.0, clip_mode="norm", time_limit=600.0,
     ),
     # Karpathy's char-rnn train.lua defaults: LSTM 2x128, seq_length 50, batch 50, RMSprop 2e-3 (decay 0.95),
