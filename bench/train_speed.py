@@ -10,7 +10,7 @@ MFU is achieved FLOP/s over the roofline measured in this process at this layer'
 (bench/roofline.chunk_gemm_gflops).  When torch is importable, the same configuration runs in PyTorch on the
 CPU (bench/torch_peer.py), alternating with charrnn in this process, and the ratio is printed.
 
-    python bench/train_speed.py [--quick] [--rounds N] [--no-torch]
+    python bench/train_speed.py [--quick] [--rounds N] [--no-torch] [--only gru-1x256,lstm-2x256]
 """
 
 from __future__ import annotations
@@ -67,7 +67,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps (noisier)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of charrnn and PyTorch; best kept")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--only", default=None, help="comma-separated configurations, e.g. gru-1x256,lstm-2x256")
     args = parser.parse_args()
+    names = {f"{cell}-{layers}x{hidden}": (cell, layers, hidden) for cell, layers, hidden in CONFIGS}
+    chosen = args.only.split(",") if args.only else list(names)
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"unknown configuration {', '.join(unknown)}; choose from {', '.join(names)}")
     if not args.no_torch:
         torch_peer.tune_malloc()  # PyTorch's best figures need glibc's thresholds raised (PERF-NOTES)
     steps = 6 if args.quick else 15
@@ -78,7 +84,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     rows = []
-    for cell, layers, hidden in CONFIGS:
+    for cell, layers, hidden in (names[n] for n in chosen):
         ours, theirs = [], []
         for _ in range(args.rounds):
             ours.append(charrnn_speed(cell, layers, hidden, steps))
@@ -98,9 +104,10 @@ def main() -> None:
         torch_text = f"{torch_speed:>10,.0f}{speed / torch_speed:>7.2f}" if torch_speed else f"{'-':>10}{'-':>7}"
         print(f"{cell.upper()} {layers}x{hidden:<5}{speed:>10,.0f}{flops / 1e6:>10.2f}{achieved:>9.0f}{roof:>7.0f}"
               f"{achieved / roof:>6.0%}{torch_text}", flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"blas": roofline.blas_info(), "rows": rows}, indent=1))
-    print(f"wrote {RESULTS}")
+    results = RESULTS.with_name(f"train_speed-{args.only}.json") if args.only else RESULTS  # a subset: its own file
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps({"blas": roofline.blas_info(), "rows": rows}, indent=1))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
