@@ -40,7 +40,8 @@ class Stepper:
         L, H, GH = cfg.layers, cfg.hidden, cfg.gates * cfg.hidden
         N = state[0].shape[1]
         self.cell = model.cell
-        self.exp_gates = cfg.cell != "rnn"  # gates from exp (charrnn.cells.activations), which may overflow
+        # A negative gate scale is an exp-form gate (charrnn.cells.activations), whose exp may overflow
+        self.exp_gates = bool((model.cell.gate_scale(1, dt, cfg.coupled) < 0).any())
         self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
         hs = self.row[:, : L * H].reshape(N, L, H).transpose(1, 0, 2)  # (L, N, H), a view of the row
         hs[...] = state[0]
@@ -78,7 +79,7 @@ class Stepper:
         if self.exp_gates:
             with quiet():
                 self._layers(rows)
-        else:  # the RNN: np.tanh only, so no 2.7 us errstate (a tenth of its batch-1 step)
+        else:  # np.tanh only (the RNN): no 2.7 us errstate, a tenth of its batch-1 step
             self._layers(rows)
         np.matmul(*self.decoder)
         return self.logits
