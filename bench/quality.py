@@ -28,7 +28,9 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--time-limit", default="10m", help="training budget, as charrnn train takes it")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--eval-every", default="200", help="steps between validation runs (the curve's points)")
+    parser.add_argument("--eval-every", default=None,
+                        help="steps between validation runs, the curve's points (default: the preset's, as a user "
+                             "runs it; each run of the whole validation split costs ~30 training steps)")
     parser.add_argument("--name", default=None, help="results name (default: the preset)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
@@ -36,8 +38,8 @@ def main() -> None:
     name = args.name or args.preset
     out = RESULTS / f"quality-{name}"
     command = [sys.executable, "-m", "charrnn", "train", str(args.corpus), "--preset", args.preset,
-               "--time-limit", args.time_limit, "--val-frac", "0.1", "--eval-every", args.eval_every,
-               "--save-every", "100000", "--out", str(out), "--quiet", *extra]
+               "--time-limit", args.time_limit, "--val-frac", "0.1", "--save-every", "100000", "--out", str(out),
+               "--quiet", *(["--eval-every", args.eval_every] if args.eval_every else []), *extra]
     print("$", " ".join(command), flush=True)
     started = time.monotonic()
     subprocess.run(command, check=True)
