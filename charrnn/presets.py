@@ -6,16 +6,16 @@ tiny-shakespeare (see README, bench/quality.py).  `char-rnn` and `min-char-rnn` 
 """
 
 PRESETS: dict[str, dict] = {
-    # Measured with bench/quality.py on tiny-shakespeare (README).  In 10 minutes on 2 cores of a Zen 3 (4,500-5,100
-    # steps) Adam 5e-3 reached 1.469-1.471 nats/char, 3e-3 1.500 and 7e-3 1.474; on a Zen 5 (10,700 steps) 3e-3
-    # reached 1.45.  LSTM 2x256 with dropout 0.2 or 0.1 beat no dropout (which overfits) and LSTM 1x512 (slower per
-    # step); 2x192 trains 1.65x the steps but ends no better (1.494 with 3e-3), nor does dropout 0.1 (1.470).
-    # 16 streams train a third fewer characters per second than 64 but make 2.6x the updates; scored in 64 streams
-    # the best checkpoint reached 1.446-1.451 with B 16, 1.459-1.462 with B 32, 1.467 with B 64 or B 8 (Zen 5, 3e-3).
+    # Measured with bench/quality.py on tiny-shakespeare (README).  In 10 minutes on 2 cores of a Zen 3 (~5,300
+    # steps), B 32 with T 32 reached 1.459 nats/char where B 16 with T 64 (the same 1,024 characters a step)
+    # reached 1.470 and B 64 with T 16 1.470: more streams, with gradients truncated at 32 characters.  Adam 5e-3
+    # beat 3e-3 (1.500) and 7e-3 (1.474) at B 16; dropout 0.2 beat 0.3 (1.485) and tied 0.1; 2x192 trains 1.65x
+    # the steps but ends worse (1.494), 3 layers train 0.65x the steps (1.500).  On a Zen 5 (10,700 steps, Adam
+    # 3e-3, T 64) the best batch was 16: 1.446-1.451, against 1.459-1.462 with B 32 and 1.467 with B 64 or B 8.
     # The cosine runs over the length of the run, 10 minutes unless --steps, --epochs or --time-limit say otherwise.
     "default": dict(
         cell="lstm", layers=2, hidden=256, dropout=0.2,
-        seq_len=64, batch_size=16, optimizer="adam", lr=5e-3, lr_schedule="cosine", warmup=200, lr_min=0.1,
+        seq_len=32, batch_size=32, optimizer="adam", lr=5e-3, lr_schedule="cosine", warmup=200, lr_min=0.1,
         clip=5.0, clip_mode="norm", time_limit=600.0,
     ),
     # Karpathy's char-rnn train.lua defaults: LSTM 2x128, seq_length 50, batch 50, RMSprop 2e-3 (decay 0.95),
