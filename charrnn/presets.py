@@ -10,9 +10,10 @@ PRESETS: dict[str, dict] = {
     # 5,800 steps), B 32 with T 32 reached 1.459 nats/char where B 16 with T 64 (the same 1,024 characters a step)
     # reached 1.470 and B 64 with T 16 1.470: more streams, with gradients truncated at 32 characters.  Adam 5e-3
     # beat 7e-3 at B 32 (1.466), and 3e-3 (1.500) and 7e-3 (1.474) at B 16; dropout 0.2 beat 0.3 (1.485) and tied
-    # 0.1; 2x192 trains 1.65x the steps but ends worse (1.494), 3 layers train 0.65x the steps (1.500).  On a Zen 5
-    # (10,700 steps, Adam 3e-3, T 64) the best batch was 16: 1.446-1.451, against 1.459-1.462 with B 32 and 1.467
-    # with B 64 or B 8.
+    # 0.1; 2x192 (Adam 3e-3) trains 1.65x the steps but ends worse (1.494), 3 layers train 0.65x the steps (1.500).
+    # On a Zen 5 (10,700 steps, Adam 3e-3, T 64) LSTM 2x256 with dropout beat no dropout (which overfits) and 1x512
+    # (slower per step), and the best batch was 16: 1.446-1.451, against 1.459-1.462 with B 32 and 1.467 with B 64
+    # or B 8.
     # The cosine runs over the length of the run, 10 minutes unless --steps, --epochs or --time-limit say otherwise.
     "default": dict(
         cell="lstm", layers=2, hidden=256, dropout=0.2,
