@@ -55,7 +55,8 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     prep = {
         "W_sT": W_sT,
         "first": first,
-        "numerator": np.array([2.0 if g == "g" else 1.0 for g in names], dtype)[first, None, None],  # (G', 1, 1)
+        # (G', 1, 1), minus each gate's exponent factor: sigmoid = 1 / (1 + e^-x), tanh + 1 = 2 / (1 + e^-2x)
+        "numerator": -scale[::H][first, None, None],
         "gate": {g: k for k, g in enumerate(names)},
         "peephole": peephole,
         "coupled": coupled,
