@@ -5,6 +5,7 @@ import naive
 import numpy as np
 import pytest
 
+from charrnn.cells import workspace
 from charrnn.model import Model, ModelConfig, cross_entropy
 
 CELL_OPTIONS = [
@@ -49,9 +50,34 @@ def relative_error(a, b):
     return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Backward passes in time blocks of 2 steps (make's LSTM: 48 elements a step), so block edges are tested."""
+    monkeypatch.setattr(workspace, "BLOCK_ELEMENTS", 100)
+
+
+def test_small_blocks_split_the_chunk(small_blocks):
+    assert workspace.time_blocks(5, 48) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_blocked_backward_matches_one_block(case, monkeypatch):
+    model, x, y, state, rng = make(case, dropout=0.3)
+    masks = model.dropout_masks(rng, x.shape[1], x.shape[0])
+    logits, _, cache = model.forward(x, state, masks)
+    _, dlogits = cross_entropy(logits, y.T.ravel())
+    whole, whole0 = model.backward(dlogits.copy(), cache)
+    monkeypatch.setattr(workspace, "BLOCK_ELEMENTS", 1)  # one step a block
+    blocked, blocked0 = model.backward(dlogits.copy(), cache)
+    for name in whole:
+        np.testing.assert_array_equal(blocked[name], whole[name], err_msg=name)
+    for a, b in zip(blocked0, whole0, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.4], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_gradients_match_finite_differences(case, dropout):
+def test_gradients_match_finite_differences(case, dropout, small_blocks):
     """Loss = cross-entropy + <R, final state>, so the final-state gradient input is checked too."""
     model, x, y, state, rng = make(case, dropout=dropout)
     masks = model.dropout_masks(rng, x.shape[1], x.shape[0])  # fixed masks: the loss is deterministic

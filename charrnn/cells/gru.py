@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope
+from charrnn.cells.workspace import Workspace, activation_slope, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -79,6 +79,19 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 
+def fold(P, tmp, acts, h_prev, ghn):
+    """For a block of steps, every factor of a gate's gradient that does not depend on the recurrent dh, in P:
+    d(pre_z) = dh (h - n) z(1-z);  d(pre_n) = dh (1 - z)(1 - n^2);  d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r).
+    P, acts (3, b, N, H); tmp, h_prev (the states before each step), ghn (b, N, H)."""
+    activation_slope(acts, 2, P)
+    _, z, n = acts
+    np.subtract(h_prev, n, out=tmp)
+    P[1] *= tmp
+    np.subtract(1, z, out=tmp)
+    P[2] *= tmp
+    P[0] *= ghn
+
+
 def backward(dhs, dstateT, cache, ws: Workspace):
     """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (3, T, N, H), the gradient of W_ih x + b_ih,
     (dh0,) and the gradients of weight_hh, bias_hh and bias_ih."""
@@ -87,16 +100,8 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     dtype = acts.dtype
     W = p["weight_hh"]  # (3H, H)
 
-    # Fold in, for the whole chunk, every factor that does not depend on the recurrent dh:
-    # d(pre_z) = dh (h - n) z(1-z);  d(pre_n) = dh (1 - z)(1 - n^2);  d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r)
-    P = activation_slope(acts, 2, ws.get("slope", acts.shape, dtype))
-    r_all, z_all, n_all = acts
+    P = ws.get("slope", acts.shape, dtype)  # every factor of a gate's gradient but the recurrent dh
     tmp_all = ws.get("tmp_all", (T, N, H), dtype)
-    np.subtract(hs[:-1], n_all, out=tmp_all)
-    P[1] *= tmp_all
-    np.subtract(1, z_all, out=tmp_all)
-    P[2] *= tmp_all
-    P[0] *= ghn
     dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations
     dG = ws.get("dG", acts.shape, dtype)  # gradient of W_hh h + b_hh
 
@@ -108,17 +113,20 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         dh_next.fill(0)
     else:
         dh_next[...] = dstateT[0]
-    for t in range(T - 1, -1, -1):
-        g, dn, pt = dG[:, t], dX[2, t], P[:, t]
-        np.add(dhs[t], dh_next, out=dh)
-        np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
-        np.multiply(dh, pt[2], out=dn)  # d(pre_n)
-        np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
-        np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
-        np.copyto(g_row.reshape(N, G, H).transpose(1, 0, 2), g)
-        np.matmul(g_row, W, out=dh_next)
-        np.multiply(dh, z_all[t], out=dh_z)
-        dh_next += dh_z  # dh = dG @ W_hh + dh z
+    r_all, z_all = acts[0], acts[1]
+    for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
+        fold(P[:, block], tmp_all[block], acts[:, block], hs[block], ghn[block])
+        for t in range(block.stop - 1, block.start - 1, -1):
+            g, dn, pt = dG[:, t], dX[2, t], P[:, t]
+            np.add(dhs[t], dh_next, out=dh)
+            np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
+            np.multiply(dh, pt[2], out=dn)  # d(pre_n)
+            np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
+            np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
+            np.copyto(g_row.reshape(N, G, H).transpose(1, 0, 2), g)
+            np.matmul(g_row, W, out=dh_next)
+            np.multiply(dh, z_all[t], out=dh_z)
+            dh_next += dh_z  # dh = dG @ W_hh + dh z
     dX[:2] = dG[:2]
 
     grads = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope
+from charrnn.cells.workspace import Workspace, activation_slope, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -123,6 +123,26 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     return hs, (hs[T].copy(), cs[T].copy()), cache
 
 
+def fold(dA, o_dtanh, keep, acts, cs, tcs, k, coupled):
+    """For a block of steps, everything a gate's gradient needs besides the recurrent dh and dc', in place:
+    d(pre_o) = dh tanh(c') o(1-o);  d(pre_i) = dc' g i(1-i);  d(pre_f) = dc' c f(1-f);  d(pre_g) = dc' i (1-g^2).
+    dA, acts (G, b, N, H); o_dtanh, keep, tcs (b, N, H); cs (b+1, N, H), the cell states from c_{t-1} on."""
+    activation_slope(acts, k["g"], dA)
+    dA[k["o"]] *= tcs
+    i, g, c_prev = acts[k["i"]], acts[k["g"]], cs[:-1]
+    if coupled:  # c' = c + i (g - c): d(pre_i) = dc' (g - c) i(1-i), and dc = dc' (1 - i)
+        np.subtract(g, c_prev, out=keep)
+        dA[k["i"]] *= keep
+        np.subtract(1, i, out=keep)
+    else:  # keep is f, dc = dc' f
+        dA[k["i"]] *= g
+        dA[k["f"]] *= c_prev
+    dA[k["g"]] *= i
+    np.multiply(tcs, tcs, out=o_dtanh)
+    np.subtract(1, o_dtanh, out=o_dtanh)
+    o_dtanh *= acts[k["o"]]
+
+
 def backward(dhs, dstateT, cache, ws: Workspace):
     """dhs (T, N, H) gradient of the outputs hs[1:]; dstateT = (dhT, dcT) or None.
 
@@ -136,26 +156,9 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     k = {g: j for j, g in enumerate(gate_names(coupled))}
     W = p["weight_hh"]  # (GH, H)
 
-    dA = activation_slope(acts, k["g"], ws.get("slope", acts.shape, dtype))
-    # Fold in, for the whole chunk, everything a gate's gradient needs besides the recurrent dh and dc':
-    # d(pre_o) = dh tanh(c') o(1-o);  d(pre_i) = dc' g i(1-i);  d(pre_f) = dc' c f(1-f);  d(pre_g) = dc' i (1-g^2)
-    dA[k["o"]] *= tcs
-    i_all, g_all, c_prev_all = acts[k["i"]], acts[k["g"]], cs[:-1]
-    if coupled:  # c' = c + i (g - c): d(pre_i) = dc' (g - c) i(1-i), and dc = dc' (1 - i)
-        keep = ws.get("keep", tcs.shape, dtype)
-        np.subtract(g_all, c_prev_all, out=keep)
-        dA[k["i"]] *= keep
-        np.subtract(1, i_all, out=keep)
-    else:
-        dA[k["i"]] *= g_all
-        dA[k["f"]] *= c_prev_all
-        keep = acts[k["f"]]  # dc = dc' f
-    dA[k["g"]] *= i_all
+    dA = ws.get("slope", acts.shape, dtype)
     o_dtanh = ws.get("o_dtanh", tcs.shape, dtype)  # o (1 - tanh(c')^2): how dh reaches dc'
-    np.multiply(tcs, tcs, out=o_dtanh)
-    np.subtract(1, o_dtanh, out=o_dtanh)
-    o_dtanh *= acts[k["o"]]
-
+    keep = ws.get("keep", tcs.shape, dtype) if coupled else acts[k["f"]]  # dc = dc' * keep
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
     da_row = ws.get("da_row", (N, G * H), dtype)  # a step's d(pre), gates side by side: one GEMM with W_hh
@@ -169,24 +172,27 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         dc[...] = dstateT[1]
     if peephole:
         pe = dict(zip(peephole_names(coupled), p["peephole"], strict=True))
-    for t in range(T - 1, -1, -1):
-        da = dA[:, t]
-        np.add(dhs[t], dh_next, out=dh)
-        np.multiply(dh, o_dtanh[t], out=tmp)
-        dc += tmp  # dc' = dc_next + dh o (1 - tanh(c')^2)
-        do = da[k["o"]]
-        do *= dh
-        if peephole:
-            dc += do * pe["o"]
-        by_dc = da[: G - 1]  # the gates driven by dc' (o is last)
-        np.multiply(by_dc, dc, out=by_dc)
-        dc *= keep[t]
-        if peephole:
-            dc += da[k["i"]] * pe["i"]
-            if not coupled:
-                dc += da[k["f"]] * pe["f"]
-        np.copyto(da_row.reshape(N, G, H).transpose(1, 0, 2), da)
-        np.matmul(da_row, W, out=dh_next)  # dh = d(pre) @ W_hh
+    for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
+        fold(dA[:, block], o_dtanh[block], keep[block], acts[:, block], cs[block.start : block.stop + 1],
+             tcs[block], k, coupled)
+        for t in range(block.stop - 1, block.start - 1, -1):
+            da = dA[:, t]
+            np.add(dhs[t], dh_next, out=dh)
+            np.multiply(dh, o_dtanh[t], out=tmp)
+            dc += tmp  # dc' = dc_next + dh o (1 - tanh(c')^2)
+            do = da[k["o"]]
+            do *= dh
+            if peephole:
+                dc += do * pe["o"]
+            by_dc = da[: G - 1]  # the gates driven by dc' (o is last)
+            np.multiply(by_dc, dc, out=by_dc)
+            dc *= keep[t]
+            if peephole:
+                dc += da[k["i"]] * pe["i"]
+                if not coupled:
+                    dc += da[k["f"]] * pe["f"]
+            np.copyto(da_row.reshape(N, G, H).transpose(1, 0, 2), da)
+            np.matmul(da_row, W, out=dh_next)  # dh = d(pre) @ W_hh
 
     grads = {
         "weight_hh": np.matmul(dA.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
