@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charrnn.cells import CELLS, STATE_NAMES
-from charrnn.cells.workspace import Workspace
+from charrnn.cells.workspace import Workspace, scaled_transpose
 from charrnn.errors import CharrnnError
 
 DTYPES = ("float32", "float64")
@@ -134,7 +134,7 @@ class Model:
         bias = self.cell.input_bias(p)
         if k == 0:
             return (p["weight_ih"].T + bias) * scale, None
-        return p["weight_ih"].T * scale, bias * scale
+        return scaled_transpose(p["weight_ih"], scale), bias * scale
 
     def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """Zero state: one (L, N, H) array per state name of the cell (h, or h and c)."""

@@ -60,6 +60,16 @@ def test_small_blocks_split_the_chunk(small_blocks):
     assert workspace.time_blocks(5, 48) == [slice(0, 2), slice(2, 4), slice(4, 5)]
 
 
+@pytest.mark.parametrize("shape", [(70, 300), (1024, 256), (3, 5)])
+def test_scaled_transpose_matches_numpy(shape):
+    rng = np.random.default_rng(0)
+    W, scale = rng.normal(size=shape).astype(np.float32), rng.normal(size=shape[0]).astype(np.float32)
+    out = workspace.scaled_transpose(W, scale)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, (W * scale[:, None]).T)
+    np.testing.assert_array_equal(workspace.scaled_transpose(W), W.T)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_blocked_backward_matches_one_block(case, monkeypatch):
     model, x, y, state, rng = make(case, dropout=0.3)

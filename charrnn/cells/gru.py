@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -39,7 +39,7 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     """What every step needs, derived once per chunk (or once per sampling run)."""
     H = p["weight_hh"].shape[1]
     scale = gate_scale(H, p["weight_hh"].dtype)
-    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, 3H), gate-scaled
+    W_sT = scaled_transpose(p["weight_hh"], scale)  # (H, 3H), gate-scaled
     return {"W_sT": W_sT, "b_hn": p["bias_hh"][2 * H :]}
 
 

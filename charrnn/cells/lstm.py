@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -50,7 +50,7 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     names = gate_names(coupled)
     G = len(names)
     scale = gate_scale(H, dtype, coupled)
-    W_sT = np.ascontiguousarray((p["weight_hh"] * scale[:, None]).T)  # (H, G*H), gate-scaled
+    W_sT = scaled_transpose(p["weight_hh"], scale)  # (H, G*H), gate-scaled
     first = slice(0, G - 1) if peephole else slice(0, G)  # the gates the first exp activates; o waits for c'
     prep = {
         "W_sT": W_sT,

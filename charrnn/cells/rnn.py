@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.cells.workspace import Workspace
+from charrnn.cells.workspace import Workspace, scaled_transpose
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -23,7 +23,7 @@ def input_bias(p: dict) -> np.ndarray:
 
 
 def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
-    return {"W_sT": np.ascontiguousarray(p["weight_hh"].T)}  # "scaled" by the gate scale, 1
+    return {"W_sT": scaled_transpose(p["weight_hh"])}  # "scaled" by the gate scale, 1
 
 
 def step(a, h, h_out, prep, rec):
