@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -131,7 +131,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
 
     grads = {
         "weight_hh": np.matmul(dG.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
-        "bias_hh": dG.sum(axis=(1, 2)).reshape(G * H),
-        "bias_ih": dX.sum(axis=(1, 2)).reshape(G * H),
+        "bias_hh": sum_rows(dG.reshape(G, T * N, H)).reshape(G * H),
+        "bias_ih": sum_rows(dX.reshape(G, T * N, H)).reshape(G * H),
     }
     return dX, (dh_next.copy(),), grads

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -196,7 +196,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
 
     grads = {
         "weight_hh": np.matmul(dA.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
-        "bias_hh": dA.sum(axis=(1, 2)).reshape(G * H),
+        "bias_hh": sum_rows(dA.reshape(G, T * N, H)).reshape(G * H),
     }
     grads["bias_ih"] = grads["bias_hh"].copy()
     if peephole:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.cells.workspace import Workspace, scaled_transpose
+from charrnn.cells.workspace import Workspace, scaled_transpose, sum_rows
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -73,7 +73,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         np.matmul(da[t], W, out=dh_next)
     grads = {
         "weight_hh": da.reshape(T * N, H).T @ hs[:-1].reshape(T * N, H),
-        "bias_hh": da.sum(axis=(0, 1)),
+        "bias_hh": sum_rows(da.reshape(T * N, H)),
     }
     grads["bias_ih"] = grads["bias_hh"].copy()
     return da[None], (dh_next.copy(),), grads

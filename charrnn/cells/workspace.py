@@ -57,6 +57,12 @@ def scaled_transpose(W: np.ndarray, scale: np.ndarray | None = None) -> np.ndarr
     return out
 
 
+def sum_rows(a: np.ndarray) -> np.ndarray:
+    """(..., M, K) -> (..., K), the sum over M (a bias gradient over a chunk's rows) as ones @ a: BLAS's GEMV
+    runs on both cores and took half the time of a.sum over those axes (LSTM, B 64, T 64, H 128-512)."""
+    return np.matmul(np.ones(a.shape[-2], a.dtype), a)
+
+
 def activation_slope(acts: np.ndarray, tanh_gate: int, out: np.ndarray) -> np.ndarray:
     """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once, in place (no
     chunk-sized temporaries): sigmoid y (1 - y) everywhere, then tanh 1 - y^2 over the one tanh gate.
