@@ -213,18 +213,16 @@ class Model:
             if mask is not None:
                 dh *= mask
             dstateT = None if dstate is None else tuple(s[k] for s in dstate)
-            dxw, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
+            d_rows, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
             for d, s in zip(dstate0, ds0, strict=True):
                 d[k] = s
-            dxw3 = dxw.reshape(G, T * N, H)
+            rows = d_rows.reshape(T * N, G * H)  # the input-side pre-activations' gradient, gates side by side
             if k == 0:
-                by_char = scatter_rows(dxw3, inp.ravel(), cfg.vocab_size, ws.get("sorted_rows", dxw3.shape, self.dtype))
-                g["weight_ih"] = by_char.transpose(0, 2, 1).reshape(G * H, -1)
-            else:
-                g["weight_ih"] = np.matmul(dxw3.transpose(0, 2, 1), inp.reshape(T * N, H)).reshape(G * H, H)
-                by_gate = ws.get("dinput_by_gate", dxw3.shape, self.dtype)
-                np.matmul(dxw3, p["weight_ih"].reshape(G, H, H), out=by_gate)
-                dh = np.sum(by_gate, axis=0, out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
+                by_char = scatter_rows(rows, inp.ravel(), cfg.vocab_size, ws.get("sorted_rows", rows.shape, self.dtype))
+                g["weight_ih"] = np.ascontiguousarray(by_char.T)
+            else:  # whole-chunk GEMMs: the weight gradient and the gradient of the layer's input
+                g["weight_ih"] = rows.T @ inp.reshape(T * N, H)
+                dh = np.matmul(rows, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
         return grads, tuple(dstate0)

@@ -2,7 +2,7 @@
 
 gate_count(coupled), gate_scale(H, dtype, coupled), input_bias(p),
 forward(xw, state0, p, ws, peephole, coupled) -> hs, stateT, cache,
-backward(dhs, dstateT, cache, ws) -> dxw, dstate0, grads.
+backward(dhs, dstateT, cache, ws) -> d_rows (T, N, G*H), dstate0, grads.
 """
 
 from charrnn.cells import gru, lstm, rnn

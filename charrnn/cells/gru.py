@@ -93,8 +93,10 @@ def fold(P, tmp, acts, h_prev, ghn):
 
 
 def backward(dhs, dstateT, cache, ws: Workspace):
-    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (3, T, N, H), the gradient of W_ih x + b_ih,
-    (dh0,) and the gradients of weight_hh, bias_hh and bias_ih."""
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dX (T, N, 3H), the gradient of W_ih x + b_ih with the
+    gates side by side, (dh0,) and the gradients of weight_hh, bias_hh and bias_ih.  A step writes its
+    d(W_hh h + b_hh) straight into its row of dG (T, N, 3H), which that step's GEMM with W_hh reads and the
+    weight gradient's one whole-chunk GEMM reads after the loop."""
     acts, hs, ghn, p = cache
     G, T, N, H = acts.shape
     dtype = acts.dtype
@@ -102,13 +104,12 @@ def backward(dhs, dstateT, cache, ws: Workspace):
 
     P = ws.get("slope", acts.shape, dtype)  # every factor of a gate's gradient but the recurrent dh
     tmp_all = ws.get("tmp_all", (T, N, H), dtype)
-    dX = ws.get("dX", acts.shape, dtype)  # gradient of the input-side pre-activations
-    dG = ws.get("dG", acts.shape, dtype)  # gradient of W_hh h + b_hh
+    dX = ws.get("dX", (T, N, G * H), dtype)  # gradient of the input-side pre-activations
+    dG = ws.get("dG", (T, N, G * H), dtype)  # gradient of W_hh h + b_hh; r and z are the same in both
 
     dh = ws.get("dh", (N, H), dtype)
     dh_z = ws.get("dh_z", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
-    g_row = ws.get("g_row", (N, G * H), dtype)  # a step's d(W_hh h + b_hh), gates side by side: one GEMM
     if dstateT is None:
         dh_next.fill(0)
     else:
@@ -117,21 +118,21 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
         fold(P[:, block], tmp_all[block], acts[:, block], hs[block], ghn[block])
         for t in range(block.stop - 1, block.start - 1, -1):
-            g, dn, pt = dG[:, t], dX[2, t], P[:, t]
+            g, dn, pt = dG[t].reshape(N, G, H).transpose(1, 0, 2), dX[t, :, 2 * H :], P[:, t]
             np.add(dhs[t], dh_next, out=dh)
             np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
             np.multiply(dh, pt[2], out=dn)  # d(pre_n)
             np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
             np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
-            np.copyto(g_row.reshape(N, G, H).transpose(1, 0, 2), g)
-            np.matmul(g_row, W, out=dh_next)
+            np.matmul(dG[t], W, out=dh_next)
             np.multiply(dh, z_all[t], out=dh_z)
             dh_next += dh_z  # dh = dG @ W_hh + dh z
-    dX[:2] = dG[:2]
+    dX[:, :, : 2 * H] = dG[:, :, : 2 * H]
 
+    rows = dG.reshape(T * N, G * H)
     grads = {
-        "weight_hh": np.matmul(dG.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
-        "bias_hh": sum_rows(dG.reshape(G, T * N, H)).reshape(G * H),
-        "bias_ih": sum_rows(dX.reshape(G, T * N, H)).reshape(G * H),
+        "weight_hh": rows.T @ hs[:-1].reshape(T * N, H),
+        "bias_hh": sum_rows(rows),
+        "bias_ih": sum_rows(dX.reshape(T * N, G * H)),
     }
     return dX, (dh_next.copy(),), grads

@@ -146,9 +146,10 @@ def fold(dA, o_dtanh, keep, acts, cs, tcs, k, coupled):
 def backward(dhs, dstateT, cache, ws: Workspace):
     """dhs (T, N, H) gradient of the outputs hs[1:]; dstateT = (dhT, dcT) or None.
 
-    Returns dxw (G, T, N, H), the gradient of the unscaled pre-activations (W_ih x + b_ih + b_hh), which is
-    also the gradient of b_ih and b_hh; (dh0, dc0); and the gradients of weight_hh, bias_hh and peephole.
-    Weight gradients are whole-chunk GEMMs after the loop.
+    Returns d_rows (T, N, G*H), the gradient of the unscaled pre-activations (W_ih x + b_ih + b_hh) with the
+    gates side by side, which is also the gradient of b_ih and b_hh; (dh0, dc0); and the gradients of
+    weight_hh, bias_hh and peephole.  Each step's gate-major gradient is copied into its row of d_rows, the
+    input of that step's GEMM with W_hh; afterwards the rows make every weight gradient one whole-chunk GEMM.
     """
     acts, hs, cs, tcs, p, peephole, coupled = cache
     G, T, N, H = acts.shape
@@ -161,7 +162,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     keep = ws.get("keep", tcs.shape, dtype) if coupled else acts[k["f"]]  # dc = dc' * keep
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
-    da_row = ws.get("da_row", (N, G * H), dtype)  # a step's d(pre), gates side by side: one GEMM with W_hh
+    d_rows = ws.get("d_rows", (T, N, G * H), dtype)
     dc = ws.get("dc", (N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     if dstateT is None:
@@ -191,16 +192,14 @@ def backward(dhs, dstateT, cache, ws: Workspace):
                 dc += da[k["i"]] * pe["i"]
                 if not coupled:
                     dc += da[k["f"]] * pe["f"]
-            np.copyto(da_row.reshape(N, G, H).transpose(1, 0, 2), da)
-            np.matmul(da_row, W, out=dh_next)  # dh = d(pre) @ W_hh
+            np.copyto(d_rows[t].reshape(N, G, H).transpose(1, 0, 2), da)
+            np.matmul(d_rows[t], W, out=dh_next)  # dh = d(pre) @ W_hh
 
-    grads = {
-        "weight_hh": np.matmul(dA.reshape(G, T * N, H).transpose(0, 2, 1), hs[:-1].reshape(T * N, H)).reshape(G * H, H),
-        "bias_hh": sum_rows(dA.reshape(G, T * N, H)).reshape(G * H),
-    }
+    rows = d_rows.reshape(T * N, G * H)
+    grads = {"weight_hh": rows.T @ hs[:-1].reshape(T * N, H), "bias_hh": sum_rows(rows)}
     grads["bias_ih"] = grads["bias_hh"].copy()
     if peephole:
         grads["peephole"] = np.stack(
             [np.einsum("tnh,tnh->h", dA[k[g]], cs[1:] if g == "o" else cs[:-1]) for g in peephole_names(coupled)]
         )
-    return dA, (dh_next.copy(), dc.copy()), grads
+    return d_rows, (dh_next.copy(), dc.copy()), grads

@@ -54,7 +54,8 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
 
 
 def backward(dhs, dstateT, cache, ws: Workspace):
-    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dxw (1, T, N, H), (dh0,) and weight_hh/bias grads."""
+    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns d_rows (T, N, H), the gradient of W_ih x + b_ih + b_hh,
+    (dh0,) and weight_hh/bias grads."""
     hs, p = cache
     T1, N, H = hs.shape
     T = T1 - 1
@@ -76,4 +77,4 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         "bias_hh": sum_rows(da.reshape(T * N, H)),
     }
     grads["bias_ih"] = grads["bias_hh"].copy()
-    return da[None], (dh_next.copy(),), grads
+    return da, (dh_next.copy(),), grads
