@@ -179,10 +179,11 @@ class Streams:
         self.chunks = self.stream_len // seq_len  # per epoch
         if self.chunks == 0:
             fit = (n - 1) // seq_len
-            hint = f"--batch-size {fit} would fit" if fit >= 1 else f"it needs at least {seq_len + 1} characters"
+            hint = (f"--batch-size {fit} would fit, or use a longer corpus" if fit >= 1 else
+                    f"even --batch-size 1 needs {seq_len + 1}: use a shorter --seq-len or a longer corpus")
             raise CharrnnError(
                 f"the {split} split has {n} characters, too short for one chunk of --batch-size {batch_size} x "
-                f"--seq-len {seq_len} (needs {batch_size * seq_len + 1}); {hint}, or use a longer corpus"
+                f"--seq-len {seq_len} (needs {batch_size * seq_len + 1}); {hint}"
             )
         self._starts = np.arange(batch_size) * self.stream_len
 

@@ -288,8 +288,9 @@ def test_streams_too_short_says_what_fits():
 
 
 def test_streams_too_short_for_any_batch():
-    with pytest.raises(CharrnnError, match=r"train split has 5 characters.*at least 11 characters"):
+    with pytest.raises(CharrnnError, match=r"train split has 5 characters.*even --batch-size 1 needs 11: use a"):
         Streams(np.zeros(5), 2, 10)
+    assert Streams(np.zeros(11), 1, 10).chunks == 1  # and 11 is enough
 
 
 @pytest.mark.parametrize("B, T", [(0, 5), (5, 0), (-1, 5)])
