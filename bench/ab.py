@@ -1,0 +1,100 @@
+"""A/B of training speed in one process: the working tree's charrnn against the one of a git revision.
+
+On a noisy machine two runs minutes apart differ by more than most changes do, so both versions run here, step
+for step in turn, on the same data and the same start: forward, loss, backward, clipping and Adam.  The
+revision's package is exported with `git archive` into a temporary directory and imported under another name.
+
+    python bench/ab.py --against HEAD~3 [--only lstm-2x256-b32t32,gru-1x256] [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CONFIGS = ["lstm-2x256-b32t32", "lstm-1x128", "lstm-1x512", "lstm-2x256", "lstm-2x512", "gru-1x256", "rnn-1x256"]
+VOCAB = 65
+
+
+def export(revision: str, into: Path) -> str:
+    """Write the revision's charrnn/ as package charrnn_ab into `into`; returns its module name."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "charrnn"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    package = into / "charrnn_ab"
+    (into / "charrnn").rename(package)
+    for source in package.rglob("*.py"):  # its own imports must find itself, not the working tree's charrnn
+        text = re.sub(r"\bcharrnn\b(?=[. ])", "charrnn_ab", source.read_text())
+        source.write_text(text)
+    sys.path.insert(0, str(into))
+    return "charrnn_ab"
+
+
+def parse(name: str) -> tuple[str, int, int, int, int]:
+    match = re.fullmatch(r"(lstm|gru|rnn)-(\d+)x(\d+)(?:-b(\d+)t(\d+))?", name)
+    if not match:
+        raise SystemExit(f"bad configuration {name!r}: write e.g. lstm-2x256 or lstm-2x256-b32t32")
+    cell, layers, hidden, batch, seq_len = match.groups()
+    return cell, int(layers), int(hidden), int(batch or 64), int(seq_len or 64)
+
+
+def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_len: int):
+    """One training step of that package's code, as a closure; same weights and data for every package."""
+    model_mod = importlib.import_module(f"{package}.model")
+    optim_mod = importlib.import_module(f"{package}.optim")
+    cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
+    model = model_mod.Model.create(cfg, np.random.default_rng(0))
+    optim = optim_mod.make_optimizer("adam", model.params)
+    data = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len + 1)).astype(np.uint8)
+    x, y = data[:, :-1], data[:, 1:]
+    state = [model.initial_state(batch)]
+
+    def step() -> None:
+        _, grads, state[0] = model.loss_and_grads(x, y, state[0])
+        optim_mod.clip_gradients(grads, 5.0)
+        optim.step(model.params, grads, 2e-3)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", default="HEAD", help="git revision to compare with (default HEAD)")
+    parser.add_argument("--only", default=None, help=f"comma-separated, from {', '.join(CONFIGS)}")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each version (after 3 warm-up)")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else CONFIGS
+    with tempfile.TemporaryDirectory() as tmp:
+        other = export(args.against, Path(tmp))
+        print(f"working tree against {args.against}: median ms a training step (forward, backward, clip, Adam)")
+        print(f"{'config':<20}{args.against[:12]:>12}{'tree':>10}{'speed-up':>10}")
+        for name in names:
+            spec = parse(name)
+            steps = {"them": trainer(other, *spec), "us": trainer("charrnn", *spec)}
+            times = {k: [] for k in steps}
+            for i in range(3 + args.steps):
+                for k, step in steps.items():  # in turn, so both see the same moments of the machine
+                    t0 = time.perf_counter()
+                    step()
+                    if i >= 3:
+                        times[k].append(time.perf_counter() - t0)
+            them, us = (statistics.median(times[k]) * 1e3 for k in ("them", "us"))
+            print(f"{name:<20}{them:>12.1f}{us:>10.1f}{them / us:>9.3f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
