@@ -22,19 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ab  # noqa: E402
 import roofline  # noqa: E402
 import torch_peer  # noqa: E402
-
-from charrnn.model import Model, ModelConfig  # noqa: E402
-from charrnn.optim import clip_gradients, make_optimizer  # noqa: E402
 
 CONFIGS = [("lstm", 1, 128), ("lstm", 1, 256), ("lstm", 1, 512), ("lstm", 2, 256), ("lstm", 2, 512),
            ("gru", 1, 256), ("rnn", 1, 256)]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-VOCAB, BATCH, SEQ_LEN = 65, 64, 64
+VOCAB, BATCH, SEQ_LEN = ab.VOCAB, 64, 64  # the vocabulary of ab.trainer's model
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
 
@@ -44,20 +40,13 @@ def flops_per_char(cell: str, layers: int, hidden: int, vocab: int = VOCAB) -> f
     return 3.0 * forward
 
 
-def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3, seed: int = 0) -> float:
+def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3) -> float:
     """chars/s of charrnn's training step (median over steps after warm-up), state carried between chunks."""
-    rng = np.random.default_rng(seed)
-    model = Model.create(ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden), rng)
-    optim = make_optimizer("adam", model.params)
-    data = rng.integers(0, VOCAB, (BATCH, SEQ_LEN + 1)).astype(np.uint8)
-    x, y = data[:, :-1], data[:, 1:]
-    state = model.initial_state(BATCH)
+    step = ab.trainer("charrnn", cell, layers, hidden, BATCH, SEQ_LEN)
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        loss, grads, state = model.loss_and_grads(x, y, state, rng)
-        clip_gradients(grads, 5.0)
-        optim.step(model.params, grads, 2e-3)
+        step()
         times.append(time.perf_counter() - t0)
     return BATCH * SEQ_LEN / statistics.median(times[warmup:])
 
