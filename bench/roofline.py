@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import glob
 import io
 import json
 import math
@@ -33,6 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from charrnn import blas  # noqa: E402
 
 PINNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # what the autodetected child runs without
 HIDDENS = (128, 256, 512)
@@ -131,15 +133,9 @@ def blas_info() -> dict:
     except ImportError:
         pass
     info = {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
-    # NumPy's bundled OpenBLAS: already loaded, so CDLL returns that very instance
-    libs = glob.glob(os.path.join(os.path.dirname(np.__path__[0]), "numpy.libs", "lib*openblas*.so*"))
-    lib = ctypes.CDLL(libs[0]) if libs else None
-
-    def symbol(name: str):  # scipy-openblas prefixes and suffixes its symbols
-        names = [p + name + t for p in ("scipy_openblas_", "openblas_") for t in ("64_", "_64_", "")]
-        return next((getattr(lib, n) for n in names if hasattr(lib, n)), None)
-
-    core, config, threads = symbol("get_corename"), symbol("get_config"), symbol("get_num_threads")
+    lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.blas)
+    core, config, threads = (blas.symbol(lib, n) if lib else None for n in ("get_corename", "get_config",
+                                                                             "get_num_threads"))
     if core and config and threads:
         core.restype = config.restype = ctypes.c_char_p
         info.update(source="ctypes", core=core().decode(), threads=threads(),
