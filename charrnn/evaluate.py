@@ -16,6 +16,7 @@ import numpy as np
 from charrnn.data import eval_batches, read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model
+from charrnn.parallel import Sharded
 from charrnn.vocab import Vocab
 
 LN2 = math.log(2)
@@ -38,7 +39,7 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray,
     return mapped[mapped >= 0].astype(vocab.dtype), len(corpus.data), unknown
 
 
-def score(model: Model, data: np.ndarray, batch_size: int, seq_len: int,
+def score(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int,
           progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """(summed loss in nats, characters predicted) over data, with carried state and no dropout.
     progress(characters just predicted, characters to predict in all) is called after every chunk."""
@@ -63,7 +64,12 @@ def evaluate_file(model: Model, vocab: Vocab, path, *, encoding: str = "utf-8", 
     if len(data) < 2:
         raise CharrnnError(f"{path} has {len(data)} character(s) in the model's vocabulary; at least 2 are needed "
                            f"to score a prediction")
-    total, count = score(model, data, batch_size, seq_len, progress)
+    sharded = Sharded(model)  # the streams over the cores (charrnn.parallel)
+    try:
+        with sharded.owning_cores(batch_size):
+            total, count = score(sharded, data, batch_size, seq_len, progress)
+    finally:
+        sharded.close()
     loss = total / count
     return {
         "file": str(Path(path)),

@@ -22,6 +22,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2, VAL_STREAMS, score
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_gradients, make_optimizer
+from charrnn.parallel import Sharded
 from charrnn.sample import sample_text
 
 
@@ -99,7 +100,7 @@ class Outcome:
     summary: dict
 
 
-def validate(model: Model, data: np.ndarray, batch_size: int, seq_len: int) -> float:
+def validate(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int) -> float:
     """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
     total, count = score(model, data, batch_size, seq_len)
     return total / count if count else float("nan")
@@ -137,6 +138,7 @@ class Trainer:
             self.elapsed, self.history, self.best_val, self.best_step = 0.0, [], None, None
         else:
             self._restore(resume)
+        self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.parallel)
 
     def _restore(self, ck: checkpoint.Checkpoint) -> None:
         meta, progress = ck.meta, ck.meta.get("progress")
@@ -221,7 +223,7 @@ class Trainer:
         x, y = self.streams.batch(self.chunk, offset=self.offset)
         lr = self.lr
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
-            loss, grads, state = self.model.loss_and_grads(x, y, self.state, self.rng)
+            loss, grads, state = self.sharded.loss_and_grads(x, y, self.state, self.rng)
             norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
         if not math.isfinite(loss) or not math.isfinite(norm):
             what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
@@ -245,7 +247,7 @@ class Trainer:
         chars_per_s = chars / seconds if seconds else None
         val = None
         if len(self.val_data) >= 2:
-            val = validate(self.model, self.val_data, VAL_STREAMS, self.cfg.seq_len)
+            val = validate(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len)
         self.history.append({"step": self.step, "epoch": round(self.epoch_progress, 4), "train_loss": train_loss,
                              "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.run_time, 3)})
         if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):
@@ -271,35 +273,37 @@ class Trainer:
         interval_time, val = 0.0, None
         start_step = self.step
         try:
-            while (reason := self._done()) is None:
-                if caught:
-                    reason = "interrupted" if caught[0] == signal.SIGINT else "terminated"
-                    break
-                loss, norm = self.train_step()
-                now = time.monotonic()
-                interval_time += now - last_tick
-                last_tick = now
-                interval_loss, interval_steps = interval_loss + loss, interval_steps + 1
-                interval_chars += cfg.batch_size * cfg.seq_len
-                rep.update({"step": self.step, "total": self.total_steps, "epoch": self.epoch_progress,
-                            "loss": loss, "norm": norm, "lr": self.lr, "chars": cfg.batch_size * cfg.seq_len,
-                            "val": val, "elapsed": now - started, "time_limit": cfg.time_limit})
-                if self.step % cfg.eval_every == 0:
+            with self.sharded.owning_cores(cfg.batch_size):  # BLAS single-threaded while sharded
+                while (reason := self._done()) is None:
+                    if caught:
+                        reason = "interrupted" if caught[0] == signal.SIGINT else "terminated"
+                        break
+                    loss, norm = self.train_step()
+                    now = time.monotonic()
+                    interval_time += now - last_tick
+                    last_tick = now
+                    interval_loss, interval_steps = interval_loss + loss, interval_steps + 1
+                    interval_chars += cfg.batch_size * cfg.seq_len
+                    rep.update({"step": self.step, "total": self.total_steps, "epoch": self.epoch_progress,
+                                "loss": loss, "norm": norm, "lr": self.lr, "chars": cfg.batch_size * cfg.seq_len,
+                                "val": val, "elapsed": now - started, "time_limit": cfg.time_limit})
+                    if self.step % cfg.eval_every == 0:
+                        val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
+                        interval_loss, interval_steps, interval_chars, interval_time = 0.0, 0, 0, 0.0
+                        last_tick = time.monotonic()  # validation time is not training time
+                    if self.step % cfg.save_every == 0:
+                        self.save("latest.npz")
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        rep.log(self._sample())
+                        last_tick = time.monotonic()
+                if interval_steps:  # a final evaluation so history and best.npz are up to date
                     val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
-                    interval_loss, interval_steps, interval_chars, interval_time = 0.0, 0, 0, 0.0
-                    last_tick = time.monotonic()  # validation time is not training time
-                if self.step % cfg.save_every == 0:
-                    self.save("latest.npz")
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    rep.log(self._sample())
-                    last_tick = time.monotonic()
-            if interval_steps:  # a final evaluation so history and best.npz are up to date
-                val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
-            path = self.save("latest.npz")
+                path = self.save("latest.npz")
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
             self.elapsed, self._started = self.run_time, None
+            self.sharded.close()
             rep.close()
         exit_code = {"interrupted": 130, "terminated": 143}.get(reason, 0)
         return Outcome(reason, exit_code, {

@@ -1,0 +1,142 @@
+"""Data parallelism: shards compute what the whole batch computes; errors, float-error handling and BLAS threads
+survive the threads; the trainer's sharded run is deterministic and resumes exactly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import arrays, make_trainer, strip_timing
+
+from charrnn import blas, checkpoint, parallel
+from charrnn.model import Model, ModelConfig
+from charrnn.parallel import Sharded, shard_bounds, shard_count
+
+V, N, T = 11, 7, 6
+
+
+@pytest.fixture
+def any_batch(monkeypatch):
+    """Shard even these tiny batches: one stream per shard is enough."""
+    monkeypatch.setattr(parallel, "MIN_STREAMS", 1)
+
+
+def make_model(cell, dropout=0.0, layers=2):
+    cfg = ModelConfig(vocab_size=V, cell=cell, layers=layers, hidden=5, dropout=dropout, dtype="float64")
+    return Model.create(cfg, np.random.default_rng(3))
+
+
+def chunk(model):
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+    state = tuple(rng.standard_normal(s.shape) for s in model.initial_state(N))  # a carried, non-zero state
+    return x, y, state
+
+
+def test_shard_count_gives_each_thread_at_least_min_streams():
+    assert shard_count(32, 2) == 2 and shard_count(64, 8) == 4 and shard_count(200, 2) == 2
+    assert shard_count(31, 2) == 1 and shard_count(16, 2) == 1  # too few streams for two shards
+    assert shard_count(64, None) == 1 and shard_count(64, 1) == 1  # BLAS threads unknown, or one
+
+
+def test_shard_bounds_cover_the_batch_in_order():
+    assert shard_bounds(7, 3) == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    assert shard_bounds(32, 2) == [slice(0, 16), slice(16, 32)]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_sharded_loss_grads_and_state_equal_the_whole_batch(any_batch, cell):
+    """Uneven shards (2, 2, 3 streams), dropout and a carried state: float64 agrees to rounding."""
+    model = make_model(cell, dropout=0.3)
+    x, y, state = chunk(model)
+    rng_whole, rng_sharded = np.random.default_rng(5), np.random.default_rng(5)
+    loss, grads, final = model.loss_and_grads(x, y, state, rng_whole)
+    s_loss, s_grads, s_final = Sharded(model, threads=3).loss_and_grads(x, y, state, rng_sharded)
+    assert s_loss == pytest.approx(loss, rel=1e-12)
+    assert s_grads.keys() == grads.keys()
+    for name in grads:
+        np.testing.assert_allclose(s_grads[name], grads[name], rtol=1e-10, atol=1e-13, err_msg=name)
+    for a, b in zip(s_final, final, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert rng_sharded.random() == rng_whole.random()  # the masks came from the same draws
+
+
+def test_sharded_evaluate_equals_the_whole_batch(any_batch):
+    model = make_model("lstm")
+    x, y, state = chunk(model)
+    loss, count, final = model.evaluate(x, y, state)
+    s_loss, s_count, s_final = Sharded(model, threads=2).evaluate(x, y, state)
+    assert s_count == count == N * T and s_loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(s_final[0], final[0], rtol=1e-12)
+
+
+def test_one_shard_is_the_model_itself():
+    model = make_model("gru")
+    x, y, state = chunk(model)
+    loss, grads, _ = model.loss_and_grads(x, y, state)
+    s_loss, s_grads, _ = Sharded(model, threads=2).loss_and_grads(x, y, state)  # 7 < 2 x MIN_STREAMS
+    assert s_loss == loss and all(np.array_equal(s_grads[k], grads[k]) for k in grads)
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_leaves_no_stale_result(any_batch):
+    model = make_model("rnn")
+    x, y, state = chunk(model)
+    sharded = Sharded(model, threads=2)
+    expected = sharded.loss_and_grads(x, y, state)[0]
+    worker_replica = sharded._replicas[1]
+    worker_replica.loss_and_grads = lambda *a, **k: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        sharded.loss_and_grads(x, y, state)
+    del worker_replica.loss_and_grads  # the class's method again
+    assert sharded.loss_and_grads(x, y, state)[0] == expected
+    sharded.close()
+
+
+def test_workers_run_under_the_callers_float_error_handling():
+    workers = parallel.Workers(1)
+    overflow = lambda: np.exp(np.array([1e3]))  # noqa: E731
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        workers.run([lambda: None, overflow])
+    with np.errstate(over="ignore"):
+        assert workers.run([lambda: 1, overflow])[1][0] == np.inf
+    workers.close()
+
+
+@pytest.mark.skipif(blas.threads() is None, reason="no OpenBLAS found to control")
+def test_single_threaded_blas_inside_the_block_and_as_configured_after():
+    before = blas.threads()
+    with blas.single_threaded():
+        assert blas.threads() == 1
+    assert blas.threads() == before
+    with pytest.raises(KeyError), blas.single_threaded():
+        raise KeyError
+    assert blas.threads() == before
+
+
+def test_sharded_training_is_deterministic_and_resumes_exactly(tmp_path, monkeypatch, any_batch):
+    """The trainer shards a batch of 8 four ways here; two runs agree bit for bit, and so does a resumed one."""
+    monkeypatch.setattr(blas, "threads", lambda: 4)
+    first, second, split = tmp_path / "first", tmp_path / "second", tmp_path / "split"
+    trainer = make_trainer(first, 12, batch_size=8)
+    assert shard_count(8, trainer.sharded.threads) == 4
+    trainer.run()
+    make_trainer(second, 12, batch_size=8).run()
+    make_trainer(split, 7, batch_size=8).run()
+    make_trainer(split, 12, resume=True, batch_size=8).run()
+    reference = arrays(first / "latest.npz")
+    for other in (second, split):
+        got = arrays(other / "latest.npz")
+        assert got.keys() == reference.keys()
+        assert all(np.array_equal(got[k], reference[k]) for k in reference)
+        assert strip_timing(checkpoint.load(other / "latest.npz").meta)["history"][-1] == strip_timing(
+            checkpoint.load(first / "latest.npz").meta)["history"][-1]
+
+
+def test_sharded_training_follows_the_unsharded_run(tmp_path, monkeypatch, any_batch):
+    """Only the order of float sums differs: in float64 the two runs end on the same weights to ~1e-9."""
+    model = dict(hidden=16, layers=2, dropout=0.1, dtype="float64")
+    make_trainer(tmp_path / "whole", 10, batch_size=8, model=model).run()
+    monkeypatch.setattr(blas, "threads", lambda: 2)
+    make_trainer(tmp_path / "sharded", 10, batch_size=8, model=model).run()
+    whole, sharded = (arrays(Path(tmp_path) / d / "latest.npz") for d in ("whole", "sharded"))
+    for k in whole:
+        np.testing.assert_allclose(sharded[k], whole[k], rtol=1e-7, atol=1e-9, err_msg=k)
