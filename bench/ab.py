@@ -10,6 +10,7 @@ revision's package is exported with `git archive` into a temporary directory and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
 import statistics
@@ -27,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = ["lstm-2x256-b32t32", "lstm-1x128", "lstm-1x512", "lstm-2x256", "lstm-2x512", "gru-1x256", "rnn-1x256"]
 VOCAB = 65
+# OpenBLAS's threads spin-wait ~0.1 s after a multi-threaded call before they sleep: on 2 cores they would take
+# a core from the other version's next step (a sharded one runs single-threaded BLAS on both cores itself)
+PAUSE = 0.2
 
 
 def export(revision: str, into: Path) -> str:
@@ -54,20 +58,28 @@ def parse(name: str) -> tuple[str, int, int, int, int]:
 
 def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_len: int):
     """One training step of that package's code (forward, loss, backward, norm clip 5, Adam 2e-3), as a closure,
-    state carried between calls; the same weights and data for every package.  bench/train_speed times it too."""
+    state carried between calls; the same weights and data for every package.  Sharded over the cores as
+    `charrnn train` runs it, where the package can (charrnn.parallel).  bench/train_speed times it too."""
     model_mod = importlib.import_module(f"{package}.model")
     optim_mod = importlib.import_module(f"{package}.optim")
     cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
     model = model_mod.Model.create(cfg, np.random.default_rng(0))
+    try:
+        runner = importlib.import_module(f"{package}.parallel").Sharded(model)
+    except ModuleNotFoundError:  # a revision from before data parallelism
+        runner = model
     optim = optim_mod.make_optimizer("adam", model.params)
     data = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len + 1)).astype(np.uint8)
     x, y = data[:, :-1], data[:, 1:]
     state = [model.initial_state(batch)]
 
+    cores = getattr(runner, "owning_cores", lambda batch: contextlib.nullcontext())
+
     def step() -> None:
-        _, grads, state[0] = model.loss_and_grads(x, y, state[0])
-        optim_mod.clip_gradients(grads, 5.0)
-        optim.step(model.params, grads, 2e-3)
+        with cores(batch):  # as charrnn.train runs its loop
+            _, grads, state[0] = runner.loss_and_grads(x, y, state[0])
+            optim_mod.clip_gradients(grads, 5.0)
+            optim.step(model.params, grads, 2e-3)
 
     return step
 
@@ -89,6 +101,7 @@ def main() -> None:
             times = {k: [] for k in steps}
             for i in range(3 + args.steps):
                 for k, step in steps.items():  # in turn, so both see the same moments of the machine
+                    time.sleep(PAUSE)
                     t0 = time.perf_counter()
                     step()
                     if i >= 3:
