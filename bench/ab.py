@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = ["lstm-2x256-b32t32", "lstm-1x128", "lstm-1x512", "lstm-2x256", "lstm-2x512", "gru-1x256", "rnn-1x256"]
 VOCAB = 65
-# OpenBLAS's threads spin-wait ~0.1 s after a multi-threaded call before they sleep: on 2 cores they would take
-# a core from the other version's next step (a sharded one runs single-threaded BLAS on both cores itself)
-PAUSE = 0.2
+# Turns of BLOCK timed steps each, after SETTLE untimed ones: OpenBLAS's threads spin-wait ~0.1 s after a
+# multi-threaded call, and on 2 cores took one from the other version's next steps when that version runs
+# sharded (charrnn.parallel): step-by-step turns read 0.68-0.76x for changes that were 1.04-1.30x on their own
+SETTLE, BLOCK = 2, 5
 
 
 def export(revision: str, into: Path) -> str:
@@ -88,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", default="HEAD", help="git revision to compare with (default HEAD)")
     parser.add_argument("--only", default=None, help=f"comma-separated, from {', '.join(CONFIGS)}")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps of each version (after 3 warm-up)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each version, at least")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else CONFIGS
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,13 +100,13 @@ def main() -> None:
             spec = parse(name)
             steps = {"them": trainer(other, *spec), "us": trainer("charrnn", *spec)}
             times = {k: [] for k in steps}
-            for i in range(3 + args.steps):
+            while len(times["us"]) < args.steps:
                 for k, step in steps.items():  # in turn, so both see the same moments of the machine
-                    time.sleep(PAUSE)
-                    t0 = time.perf_counter()
-                    step()
-                    if i >= 3:
-                        times[k].append(time.perf_counter() - t0)
+                    for i in range(SETTLE + BLOCK):
+                        t0 = time.perf_counter()
+                        step()
+                        if i >= SETTLE:
+                            times[k].append(time.perf_counter() - t0)
             them, us = (statistics.median(times[k]) * 1e3 for k in ("them", "us"))
             print(f"{name:<20}{them:>12.1f}{us:>10.1f}{them / us:>9.3f}x", flush=True)
 
