@@ -39,6 +39,7 @@ class Workers:
     """Threads that each run one call at a time, started once and reused step after step."""
 
     def __init__(self, count: int):
+        self.count = count
         self._jobs = [SimpleQueue() for _ in range(count)]
         self._results = [SimpleQueue() for _ in range(count)]
         for jobs, results in zip(self._jobs, self._results, strict=True):
@@ -101,7 +102,7 @@ class Sharded:
             return None
         while len(self._replicas) < shards:
             self._replicas.append(Model(self.model.cfg, self.model.params))
-        if self._workers is None or len(self._workers._jobs) < shards - 1:
+        if self._workers is None or self._workers.count < shards - 1:
             self.close()
             self._workers = Workers(shards - 1)
         bounds = shard_bounds(batch, shards)
@@ -113,7 +114,7 @@ class Sharded:
         """As Model.loss_and_grads: x, y (N, T), state of (L, N, H) arrays."""
         N, T = x.shape
         if masks is None and rng is not None and shard_count(N, self.threads) > 1:
-            masks = self.model.dropout_masks(rng, T, N)  # for the whole batch, as one shard would draw them
+            masks = self.model.dropout_masks(rng, T, N)  # for the whole batch, as an unsharded step draws them
 
         def shard(replica: Model, s: slice):
             shard_masks = None if masks is None else [m[:, s] for m in masks]
