@@ -86,18 +86,21 @@ class Sharded:
         self._replicas = [model]
         self._workers = None
 
+    def shards(self, batch: int) -> int:
+        return shard_count(batch, self.threads)
+
     def owning_cores(self, batch: int):
         """A context for a whole training loop at this batch size: where it is sharded, BLAS stays
         single-threaded throughout, clipping's dot products too, so that BLAS's own threads sleep.  Woken once
         a step, each would spin-wait on a core that a shard needs (LSTM 2x256 at B 32 ran 0.74x)."""
-        return blas.single_threaded() if shard_count(batch, self.threads) > 1 else contextlib.nullcontext()
+        return blas.single_threaded() if self.shards(batch) > 1 else contextlib.nullcontext()
 
     def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
         return self.model.initial_state(batch)
 
     def _run(self, batch: int, call: Callable) -> tuple[list[slice], list] | None:
         """call(replica, streams) for each shard, in parallel; None when the batch is one shard."""
-        shards = shard_count(batch, self.threads)
+        shards = self.shards(batch)
         if shards == 1:
             return None
         while len(self._replicas) < shards:
@@ -113,7 +116,7 @@ class Sharded:
     def loss_and_grads(self, x, y, state, rng=None, masks=None):
         """As Model.loss_and_grads: x, y (N, T), state of (L, N, H) arrays."""
         N, T = x.shape
-        if masks is None and rng is not None and shard_count(N, self.threads) > 1:
+        if masks is None and rng is not None and self.shards(N) > 1:
             masks = self.model.dropout_masks(rng, T, N)  # for the whole batch, as an unsharded step draws them
 
         def shard(replica: Model, s: slice):
@@ -125,7 +128,7 @@ class Sharded:
             return self.model.loss_and_grads(x, y, state, rng, masks)
         bounds, results = ran
         weights = [(s.stop - s.start) / N for s in bounds]
-        loss = sum(w * loss for w, (loss, _, _) in zip(weights, results, strict=True))
+        loss = sum(w * shard_loss for w, (shard_loss, _, _) in zip(weights, results, strict=True))
         grads = results[0][1]
         for name, total in grads.items():
             total *= total.dtype.type(weights[0])

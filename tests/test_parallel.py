@@ -117,7 +117,7 @@ def test_sharded_training_is_deterministic_and_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(blas, "threads", lambda: 4)
     first, second, split = tmp_path / "first", tmp_path / "second", tmp_path / "split"
     trainer = make_trainer(first, 12, batch_size=8)
-    assert shard_count(8, trainer.sharded.threads) == 4
+    assert trainer.sharded.shards(8) == 4
     trainer.run()
     make_trainer(second, 12, batch_size=8).run()
     make_trainer(split, 7, batch_size=8).run()
