@@ -6,17 +6,22 @@ spends a step on what the maths needs: a handful of NumPy calls per layer, no al
 
 The hidden states of all layers sit side by side in one row per stream, [h_0 | h_1 | ... | h_{L-1} | 1].  Layer
 k > 0 of an LSTM or RNN reads its input and its own previous state as one slice [h_{k-1} | h_k], so its input and
-recurrent GEMVs are a single GEMV with the stacked weights [W_ih^T; W_hh^T], and the trailing 1 carries the
-decoder's bias into the decoder GEMV.  Layer 0 is the recurrent GEMV plus a row of the input table (a view at
-batch 1: np.take there costs more than the add).  A GRU's candidate gate needs W_hn h apart, so its cell step
-keeps its own recurrent GEMV.  At batch 1 a step is bound by reading the weights (3.2 MB for LSTM 2x256).
+recurrent GEMVs are a single GEMV with the stacked weights [W_ih^T; W_hh^T]; the top layer's slice runs on to the
+trailing 1, which carries its bias into that GEMV, as it carries the decoder's bias into the decoder GEMV.  Layer
+0 is the recurrent GEMV plus a row of the input table (a view at batch 1: np.take there costs more than the
+add).  A GRU's candidate gate needs W_hn h apart, so its cell step keeps its own recurrent GEMV.  A standard
+LSTM's gates come out in the order o, i, f, g beside its cell state, for lstm.paired_step.  At batch 1 a step is
+bound by reading the weights (3.2 MB for LSTM 2x256) and by NumPy's cost per call.
 Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from charrnn.cells import lstm
 from charrnn.cells.activations import quiet
 from charrnn.model import Model
 
@@ -45,29 +50,44 @@ class Stepper:
         self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
         hs = self.row[:, : L * H].reshape(N, L, H).transpose(1, 0, 2)  # (L, N, H), a view of the row
         hs[...] = state[0]
-        self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
+        paired = model.cell is lstm and not (cfg.peephole or cfg.coupled)
+        if paired:  # per layer and stream [o | i | f | g | c]: pre-activations, then the cell state
+            self.cells = np.empty((L, N, 5 * H), dt)
+            self.cells[:, :, 4 * H :] = state[1]
+            self.state = (hs, self.cells[:, :, 4 * H :])
+        else:
+            self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
+        order = lstm.paired_order(H) if paired else slice(None)  # the gates' order in every GEMV's output
         fused = cfg.cell != "gru"  # the stepper does the recurrent GEMV; the cell step only adds activations
-        self.layers = []  # per layer: (xw, the GEMV's matmul arguments or None, what to add after it, step args)
+        self.layers = []  # per layer: (the GEMV's matmul arguments or None, its output, what to add, the step)
         for k in range(L):
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
-            xw = np.empty((N, GH), dt)
-            gates = xw.reshape(N, cfg.gates, H).transpose(1, 0, 2)  # the gate-major view the cell steps take
-            mm = None
+            xw = self.cells[k, :, : 4 * H] if paired else np.empty((N, GH), dt)
+            add = None  # added to the GEMV's output: layer 0's input row, or a bias no GEMV carries
             if k == 0:
-                self.table = np.ascontiguousarray(W_in)  # (V, GH), bias folded in: step() adds table[idx]
-                if fused:  # xw = h_0 W_hh + table[idx]
-                    mm = gemv(self.row[:, :H], prep["W_sT"], xw)
+                self.table = np.ascontiguousarray(W_in[:, order])  # (V, GH), bias folded in: table[idx] is added
+                x, W = (self.row[:, :H], prep["W_sT"]) if fused else (None, None)  # xw = h_0 W_hh + table[idx]
+            elif fused and k == L - 1:  # xw = [h_{k-1} | h_k | 1] [W_ih; W_hh; bias]
+                x, W = self.row[:, (k - 1) * H :], np.vstack([W_in, prep["W_sT"], bias])
             elif fused:  # xw = [h_{k-1} | h_k] [W_ih; W_hh] + bias
-                mm = gemv(self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), xw)
+                x, W, add = self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), bias
             else:  # a GRU's input GEMV; its cell step does the recurrent one
-                mm = gemv(self.row[:, (k - 1) * H : k * H], W_in, xw)
+                x, W, add = self.row[:, (k - 1) * H : k * H], W_in, bias
+            mm = None if x is None else gemv(x, W[:, order], xw)
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
-            rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
-            tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
-            args = {"lstm": (gates, h, c, h, c, aux, prep, rec, tmp), "gru": (gates, h, h, aux, prep, rec, tmp),
-                    "rnn": (gates, h, h, prep, rec)}[cfg.cell]
-            self.layers.append((xw, mm, bias, args))
+            if paired:
+                one = N == 1  # a batch of one as 1-D views: NumPy's calls take them with less work
+                step = lstm.paired_step(self.cells[k, 0] if one else self.cells[k], h[0] if one else h)
+            else:
+                rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
+                tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
+                gates = xw.reshape(N, cfg.gates, H).transpose(1, 0, 2)  # the gate-major view the cell steps take
+                args = {"lstm": (gates, h, c, h, c, aux, prep, rec, tmp), "gru": (gates, h, h, aux, prep, rec, tmp),
+                        "rnn": (gates, h, h, prep, rec)}[cfg.cell]
+                step = functools.partial(model.cell.step, *args)
+            add = None if add is None else np.ascontiguousarray(add[order])
+            self.layers.append((mm, xw[0] if N == 1 else xw, add, step))
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
         self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits)  # [h_{L-1} | 1] @ decoder
@@ -85,11 +105,13 @@ class Stepper:
         return self.logits
 
     def _layers(self, rows: np.ndarray) -> None:
-        step = self.cell.step
-        for k, (xw, mm, bias, args) in enumerate(self.layers):
+        for k, (mm, xw, add, step) in enumerate(self.layers):
             if mm is None:  # layer 0 of a GRU: its cell step does the recurrent GEMM
                 np.copyto(xw, rows)
             else:
                 np.matmul(*mm)
-                xw += rows if k == 0 else bias
-            step(*args)
+                if k == 0:
+                    np.add(xw, rows, xw)
+                elif add is not None:
+                    np.add(xw, add, xw)
+            step()

@@ -65,15 +65,17 @@ CELL_OPTIONS = [("lstm", {}), ("lstm", {"peephole": True}), ("lstm", {"coupled":
                 ("lstm", {"peephole": True, "coupled": True}), ("gru", {}), ("rnn", {})]
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes 1-D views and transposed weights
 @pytest.mark.parametrize(("cell", "options"), CELL_OPTIONS)
-def test_stepper_equals_chunk_forward(cell, options):
-    model = random_model(cell, layers=3, **options)
-    x = np.random.default_rng(2).integers(0, 11, (3, 25))
-    state0 = tuple(np.random.default_rng(3).normal(size=s.shape) for s in model.initial_state(3))
+def test_stepper_equals_chunk_forward(cell, options, batch, layers):
+    model = random_model(cell, layers=layers, **options)
+    x = np.random.default_rng(2).integers(0, 11, (batch, 25))
+    state0 = tuple(np.random.default_rng(3).normal(size=s.shape) for s in model.initial_state(batch))
     logits, final, _ = model.forward(x, state0)
     stepper = Stepper(model, state0)
     stepped = np.stack([stepper.step(x[:, t]).copy() for t in range(25)])
-    np.testing.assert_allclose(stepped, logits.reshape(25, 3, 11), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stepped, logits.reshape(25, batch, 11), rtol=1e-12, atol=1e-12)
     for a, b in zip(stepper.state, final, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 

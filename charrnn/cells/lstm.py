@@ -98,6 +98,46 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     np.multiply(o, tc_out, out=h_out)
 
 
+PAIRED_GATES = "oifg"  # the sampler's gate order: i, f beside g and the cell state c, see paired_step
+
+
+def paired_order(hidden: int) -> np.ndarray:
+    """Indices taking the gate columns (or rows) of PyTorch's order i, f, g, o to PAIRED_GATES' o, i, f, g."""
+    return np.roll(np.arange(4 * hidden), hidden)
+
+
+def paired_step(buf: np.ndarray, h_out: np.ndarray):
+    """The sampler's step of a standard LSTM (no peephole, not coupled) as a function of no arguments.
+
+    buf (N, 5H) holds each stream's [o | i | f | g | c]: the caller writes the scaled pre-activations of o, i, f, g
+    (gate_scale, in PAIRED_GATES' order) into buf[:, :4H] and c lives in buf[:, 4H:].  Then [i | f] * [g | c] is
+    one multiply, and every view is bound once: at batch 1 a step costs what NumPy's calls cost (~1 us each on
+    the Zen 3, whatever the 1,024 elements), so this one makes 8 calls, where step makes 10 and slices its
+    arguments.  h_out (N, H) receives h'.  A batch of one may come as 1-D views, buf (5H,) and h_out (H,)."""
+    H = buf.shape[-1] // 5
+    pre, o, i_f, g, g_c, c = (buf[..., a:b] for a, b in
+                              ((0, 4 * H), (0, H), (H, 3 * H), (3 * H, 4 * H), (3 * H, 5 * H), (4 * H, 5 * H)))
+    products = np.empty(i_f.shape, buf.dtype)
+    ig, fc = products[..., :H], products[..., H:]
+    tc = np.empty(c.shape, buf.dtype)
+    numerator = -gate_scale(H, buf.dtype)[paired_order(H)]  # 1 for the sigmoid gates, 2 for g (see squash)
+    one = np.ones(4 * H, buf.dtype)  # an array, not the scalar 1: NumPy takes it with less work per call
+    one_g = one[:H]
+    exp, add, divide, subtract, multiply, tanh = np.exp, np.add, np.divide, np.subtract, np.multiply, np.tanh
+
+    def step() -> None:
+        exp(pre, pre)  # squash, as in activations.squash: numerator / (1 + e^a)
+        add(pre, one, pre)
+        divide(numerator, pre, pre)
+        subtract(g, one_g, g)  # tanh = 2 / (1 + e^-2x) - 1
+        multiply(i_f, g_c, products)  # [i g | f c]
+        add(ig, fc, c)  # c' = i g + f c
+        tanh(c, tc)
+        multiply(o, tc, h_out)  # h' = o tanh(c')
+
+    return step
+
+
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     """Run the layer over a chunk.
 
