@@ -1,10 +1,12 @@
-"""A/B of training speed in one process: the working tree's charrnn against the one of a git revision.
+"""A/B of training or sampling speed in one process: the working tree's charrnn against the one of a git revision.
 
 On a noisy machine two runs minutes apart differ by more than most changes do, so both versions run here, step
-for step in turn, on the same data and the same start: forward, loss, backward, clipping and Adam.  The
-revision's package is exported with `git archive` into a temporary directory and imported under another name.
+for step in turn, on the same data and the same start: forward, loss, backward, clipping and Adam; or, with
+--sample, generating SAMPLE_CHARS characters at batch 1 from the same weights and seed.  The revision's package
+is exported with `git archive` into a temporary directory and imported under another name.
 
     python bench/ab.py --against HEAD~3 [--only lstm-2x256-b32t32,gru-1x256] [--steps 40]
+    python bench/ab.py --against HEAD~3 --sample [--only lstm-2x256]
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = ["lstm-2x256-b32t32", "lstm-1x128", "lstm-1x512", "lstm-2x256", "lstm-2x512", "gru-1x256", "rnn-1x256"]
+SAMPLE_CONFIGS = ["lstm-2x256", "lstm-1x512", "gru-1x256", "rnn-1x256"]  # bench/sample_speed's
 VOCAB = 65
+SAMPLE_CHARS = 1000  # generated characters a timed sampling step
 # Turns of BLOCK timed steps each, after SETTLE untimed ones: OpenBLAS's threads spin-wait ~0.1 s after a
 # multi-threaded call, and on 2 cores took one from the other version's next steps when that version runs
 # sharded (charrnn.parallel): step-by-step turns read 0.68-0.76x for changes that were 1.04-1.30x on their own
@@ -85,20 +89,41 @@ def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_l
     return step
 
 
+def sampler(package: str, cell: str, layers: int, hidden: int, batch: int = 1, seq_len: int = 0):
+    """Generating SAMPLE_CHARS characters at batch 1 (temperature 0.8, the prime "THE ") with that package's
+    code, as a closure; the same weights and seed for every package and call."""
+    model_mod = importlib.import_module(f"{package}.model")
+    sample_mod = importlib.import_module(f"{package}.sample")
+    vocab = importlib.import_module(f"{package}.vocab").Vocab(chr(c) for c in range(32, 32 + VOCAB))
+    cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
+    model = model_mod.Model.create(cfg, np.random.default_rng(0))
+
+    def step() -> None:
+        for _ in sample_mod.generate(model, vocab, SAMPLE_CHARS, np.random.default_rng(1), prime="THE ",
+                                     temperature=0.8):
+            pass
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", default="HEAD", help="git revision to compare with (default HEAD)")
     parser.add_argument("--only", default=None, help=f"comma-separated, from {', '.join(CONFIGS)}")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each version, at least")
+    parser.add_argument("--sample", action="store_true", help=f"time sampling ({SAMPLE_CHARS} characters a step)")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else CONFIGS
+    names = args.only.split(",") if args.only else SAMPLE_CONFIGS if args.sample else CONFIGS
+    make = sampler if args.sample else trainer
     with tempfile.TemporaryDirectory() as tmp:
         other = export(args.against, Path(tmp))
-        print(f"working tree against {args.against}: median ms a training step (forward, backward, clip, Adam)")
+        what = (f"generating {SAMPLE_CHARS} characters at batch 1" if args.sample else
+                "a training step (forward, backward, clip, Adam)")
+        print(f"working tree against {args.against}: median ms {what}")
         print(f"{'config':<20}{args.against[:12]:>12}{'tree':>10}{'speed-up':>10}")
         for name in names:
             spec = parse(name)
-            steps = {"them": trainer(other, *spec), "us": trainer("charrnn", *spec)}
+            steps = {"them": make(other, *spec), "us": make("charrnn", *spec)}
             times = {k: [] for k in steps}
             while len(times["us"]) < args.steps:
                 for k, step in steps.items():  # in turn, so both see the same moments of the machine
