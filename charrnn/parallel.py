@@ -1,32 +1,50 @@
-"""Data parallelism on one machine: a batch's streams split into shards, one thread and one core each.
+"""Data parallelism on one machine: a batch's streams split into shards, one core each, the first shard in this
+process and every other one in a worker process of its own.
 
 At char-rnn batch sizes a step's GEMMs are small, and between them the element-wise work of every time step
 (gate nonlinearities, cell updates) runs on one core while BLAS's other threads wait: on a 2-core machine the
 second core idled a third of an LSTM 2x256 step at B 64.  With a shard per core, each core runs its own
-single-threaded GEMMs and element-wise work; NumPy lets go of the GIL in both.  The shards compute what the
+single-threaded GEMMs and element-wise work.  Processes, not threads: a time step makes dozens of NumPy calls,
+each of which takes and drops the GIL, and two threads handing it to each other ran a shard 1.12-1.80x slower
+than the same shard alone (32 of B 64 on a 2-core Zen 3: LSTM 2x256 1.12, 1x512 1.17, 1x128 1.43, GRU 1x256
+1.44, RNN 1x256 1.80), where two processes each ran as fast as one alone.
+
+A worker is forked once and shares a block of anonymous memory with this process (an Arena).  Each call copies
+the parameters and the shard's inputs in, the worker computes its shard with its own replica of the model and
+writes its gradients and final state back; only a short message crosses the pipe.  The shards compute what the
 whole batch would: the dropout masks are drawn for the whole batch (the random stream is unchanged), a shard's
-mean loss and gradients are weighted by its share of the streams, the final states are joined again.  Only
-the order of float sums differs, so the shard count is a function of the batch and the machine (shard_count).
+mean loss and gradients are weighted by its share of the streams, the final states are joined again.  Only the
+order of float sums differs, so the shard count is a function of the batch and the machine (shard_count).
+Where there is no fork (not Linux), or no OpenBLAS to run single-threaded, training runs unsharded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Callable
-from queue import SimpleQueue
+import mmap
+import multiprocessing
+import signal
+import sys
+import warnings
+import weakref
 
 import numpy as np
 
 from charrnn import blas
-from charrnn.model import Model
+from charrnn.cells import STATE_NAMES
+from charrnn.errors import CharrnnError
+from charrnn.model import Model, ModelConfig, param_shapes
 
 MIN_STREAMS = 16  # per shard: LSTM 2x256 at B 16 split in two ran 0.95-1.10x, at B 32 1.06-1.17x (2-core Zen 3)
+ALIGN = 64  # bytes: every array in an arena starts on its own cache line
 
 
-def shard_count(batch: int, threads: int | None) -> int:
-    """One shard per BLAS thread, each of at least MIN_STREAMS streams; 1 where BLAS threads are unknown."""
-    return max(1, min(threads or 1, batch // MIN_STREAMS))
+def shard_count(batch: int, cores: int | None) -> int:
+    """One shard per core (BLAS thread), each of at least MIN_STREAMS streams; 1 where that count is unknown or
+    where workers cannot be forked."""
+    if sys.platform != "linux":  # fork, with an anonymous shared mapping the child inherits
+        return 1
+    return max(1, min(cores or 1, batch // MIN_STREAMS))
 
 
 def shard_bounds(batch: int, shards: int) -> list[slice]:
@@ -35,101 +53,221 @@ def shard_bounds(batch: int, shards: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-class Workers:
-    """Threads that each run one call at a time, started once and reused step after step."""
+def job_layout(cfg: ModelConfig, kind: str, N: int, T: int, index_dtype, masked: bool) -> list[tuple]:
+    """(name, shape, dtype) of every array of a job in an arena.  The parameters come first, at the same offsets
+    for every job, so a worker's replica keeps viewing them; then a training job's gradients, the inputs, the
+    states in and out, and the dropout masks."""
+    dt, S = np.dtype(cfg.dtype), len(STATE_NAMES[cfg.cell])
+    shapes = param_shapes(cfg)
+    layout = [(f"param {k}", shape, dt) for k, shape in shapes.items()]
+    if kind == "train":
+        layout += [(f"grad {k}", shape, dt) for k, shape in shapes.items()]
+    layout += [("x", (N, T), index_dtype), ("y", (N, T), index_dtype)]
+    layout += [(f"{io} {i}", (cfg.layers, N, cfg.hidden), dt) for io in ("state", "final") for i in range(S)]
+    if masked:
+        layout += [(f"mask {k}", (T, N, cfg.hidden), dt) for k in range(cfg.layers)]
+    return layout
 
-    def __init__(self, count: int):
-        self.count = count
-        self._jobs = [SimpleQueue() for _ in range(count)]
-        self._results = [SimpleQueue() for _ in range(count)]
-        for jobs, results in zip(self._jobs, self._results, strict=True):
-            threading.Thread(target=self._serve, args=(jobs, results), daemon=True, name="charrnn-shard").start()
+
+class Arena:
+    """Named arrays one after another in a block of anonymous shared memory: this process and a child forked
+    after it see the same pages.  Pages never touched take no memory."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.memory = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS
 
     @staticmethod
-    def _serve(jobs: SimpleQueue, results: SimpleQueue) -> None:
-        while (job := jobs.get()) is not None:
-            call, errstate = job
+    def bytes_for(layout: list[tuple]) -> int:
+        return sum(-(-int(np.prod(shape)) * np.dtype(dt).itemsize // ALIGN) * ALIGN for _, shape, dt in layout)
+
+    def arrays(self, layout: list[tuple]) -> dict[str, np.ndarray]:
+        if self.bytes_for(layout) > self.size:
+            raise ValueError("the job does not fit this arena")
+        out, offset = {}, 0
+        for name, shape, dt in layout:
+            out[name] = np.ndarray(shape, dt, buffer=self.memory, offset=offset)
+            offset += -(-out[name].nbytes // ALIGN) * ALIGN
+        return out
+
+
+def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
+    """A worker's life: compute one shard per message until the pipe closes or says None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it saves, then closes the workers
+    arrays = arena.arrays(job_layout(cfg, "evaluate", 0, 0, np.uint8, False))
+    replica = Model(cfg, {k: arrays[f"param {k}"] for k in param_shapes(cfg)})  # reads what the parent copies in
+    with blas.single_threaded():
+        while True:
             try:
-                with np.errstate(**errstate):  # the caller's float-error handling (errstate is per thread)
-                    results.put((True, call()))
-            except BaseException as error:  # handed to the caller, which raises it
-                results.put((False, error))
+                job = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if job is None:
+                return
+            kind, N, T, index_dtype, masked, errstate = job
+            try:
+                a = arena.arrays(job_layout(cfg, kind, N, T, np.dtype(index_dtype), masked))
+                state = tuple(a[f"state {i}"] for i in range(len(STATE_NAMES[cfg.cell])))
+                with np.errstate(**errstate):  # the caller's float-error handling
+                    if kind == "train":
+                        masks = [a[f"mask {k}"] for k in range(cfg.layers)] if masked else None
+                        loss, grads, final = replica.loss_and_grads(a["x"], a["y"], state, masks=masks)
+                        for k, g in grads.items():
+                            np.copyto(a[f"grad {k}"], g)
+                        reply = loss
+                    else:
+                        loss, count, final = replica.evaluate(a["x"], a["y"], state)
+                        reply = (loss, count)
+                for i, s in enumerate(final):
+                    np.copyto(a[f"final {i}"], s)
+                conn.send((True, reply))
+            except Exception as error:  # the caller raises it
+                try:
+                    conn.send((False, error))
+                except Exception:  # an error that does not pickle
+                    conn.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
 
-    def run(self, calls: list[Callable]) -> list:
-        """calls[0]() here, the others on the workers, all at once; their results in order.  Every call has
-        finished when this returns or raises (an error, or Ctrl-C here, waits for the workers' calls)."""
-        errstate = np.geterr()
-        for jobs, call in zip(self._jobs, calls[1:], strict=False):
-            jobs.put((call, errstate))
-        outcomes = []
+
+class Worker:
+    """A forked process computing one shard per call, through its Arena and a pipe."""
+
+    def __init__(self, cfg: ModelConfig, size: int):
+        self.cfg, self.arena = cfg, Arena(size)
+        fork = multiprocessing.get_context("fork")
+        self._conn, child = fork.Pipe()
+        self.process = fork.Process(target=_serve, args=(child, self.arena, cfg), daemon=True, name="charrnn-shard")
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child runs
+            warnings.simplefilter("ignore", DeprecationWarning)  # only _serve, which takes none of their locks
+            self.process.start()
+        child.close()
+        self._job = None
+
+    def fits(self, layout: list[tuple]) -> bool:
+        return Arena.bytes_for(layout) <= self.arena.size
+
+    def submit(self, kind: str, params: dict, x, y, state, masks) -> None:
+        """Copy a job in and start it; result() waits for it."""
+        N, T = x.shape
+        a = self.arena.arrays(job_layout(self.cfg, kind, N, T, x.dtype, masks is not None))
+        for k, p in params.items():
+            np.copyto(a[f"param {k}"], p)
+        np.copyto(a["x"], x)
+        np.copyto(a["y"], y)
+        for i, s in enumerate(state):
+            np.copyto(a[f"state {i}"], s)
+        for k, m in enumerate(masks or ()):
+            np.copyto(a[f"mask {k}"], m)
         try:
-            outcomes.append((True, calls[0]()))
-        finally:
-            outcomes += [results.get() for results in self._results[: len(calls) - 1]]
-        for ok, value in outcomes:
-            if not ok:
-                raise value
-        return [value for _, value in outcomes]
+            self._conn.send((kind, N, T, x.dtype.str, masks is not None, np.geterr()))
+        except OSError:  # a broken pipe: the worker is gone
+            raise self._died() from None
+        self._job = a
 
-    def close(self) -> None:
-        for jobs in self._jobs:
-            jobs.put(None)
+    def result(self):
+        """The job's (loss, gradients or character count, final state); gradients and state are views of the
+        arena, valid until the next submit."""
+        try:
+            ok, reply = self._conn.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
+        if not ok:
+            raise reply
+        a, S = self._job, len(STATE_NAMES[self.cfg.cell])
+        final = tuple(a[f"final {i}"] for i in range(S))
+        if isinstance(reply, tuple):  # evaluate: (summed loss, characters)
+            return (*reply, final)
+        return reply, {k: a[f"grad {k}"] for k in param_shapes(self.cfg)}, final
+
+    def _died(self) -> CharrnnError:
+        self.process.join(1)
+        return CharrnnError(f"a worker process of the sharded step died (exit code {self.process.exitcode}); "
+                            "set OPENBLAS_NUM_THREADS=1 to train in one process")
+
+    def close(self, kill: bool = False) -> None:
+        """Ask the worker to stop (or kill it: it may be busy with a job nobody will read) and wait for it."""
+        if not kill:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+            self.process.join(1)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self._conn.close()
+
+
+def _close_all(workers: list[Worker], kill: bool = False) -> None:
+    for worker in workers:
+        worker.close(kill)
+    workers.clear()
 
 
 class Sharded:
-    """A model's loss_and_grads and evaluate over shards of the batch.  The replicas share the model's
-    parameter arrays (read only here) and own their scratch memory."""
+    """A model's loss_and_grads and evaluate over shards of the batch: the first shard on the model itself, the
+    others in worker processes, each on its own core."""
 
-    def __init__(self, model: Model, threads: int | None = None):
+    def __init__(self, model: Model, cores: int | None = None):
         self.model = model
-        self.threads = blas.threads() if threads is None else threads
-        self._replicas = [model]
-        self._workers = None
+        self.cores = blas.threads() if cores is None else cores
+        self._workers: list[Worker] = []
+        self._finalizer = weakref.finalize(self, _close_all, self._workers)  # no process outlives its Sharded
 
     def shards(self, batch: int) -> int:
-        return shard_count(batch, self.threads)
+        return shard_count(batch, self.cores)
 
     def owning_cores(self, batch: int):
-        """A context for a whole training loop at this batch size: where it is sharded, BLAS stays
+        """A context for a whole training loop at this batch size: where it is sharded, this process's BLAS stays
         single-threaded throughout, clipping's dot products too, so that BLAS's own threads sleep.  Woken once
-        a step, each would spin-wait on a core that a shard needs (LSTM 2x256 at B 32 ran 0.74x)."""
+        a step, each would spin-wait on a core that a worker needs (LSTM 2x256 at B 32 ran 0.74x)."""
         return blas.single_threaded() if self.shards(batch) > 1 else contextlib.nullcontext()
 
     def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
         return self.model.initial_state(batch)
 
-    def _run(self, batch: int, call: Callable) -> tuple[list[slice], list] | None:
-        """call(replica, streams) for each shard, in parallel; None when the batch is one shard."""
-        shards = self.shards(batch)
+    def _run(self, kind: str, x, y, state, masks=None) -> tuple[list[slice], list] | None:
+        """The job on every shard at once; None when the batch is one shard.  Every worker has finished when this
+        returns; when it raises (an error, or Ctrl-C), the workers are stopped, so no answer is read late."""
+        N, T = x.shape
+        shards = self.shards(N)
         if shards == 1:
             return None
-        while len(self._replicas) < shards:
-            self._replicas.append(Model(self.model.cfg, self.model.params))
-        if self._workers is None or self._workers.count < shards - 1:
-            self.close()
-            self._workers = Workers(shards - 1)
-        bounds = shard_bounds(batch, shards)
-        calls = [lambda r=r, s=s: call(r, s) for r, s in zip(self._replicas, bounds, strict=False)]
-        with blas.single_threaded():
-            return bounds, self._workers.run(calls)
+        bounds = shard_bounds(N, shards)
+        x, y = np.asarray(x), np.asarray(y)
+        try:
+            for w, s in enumerate(bounds[1:]):
+                layout = job_layout(self.model.cfg, kind, s.stop - s.start, T, x.dtype, masks is not None)
+                if w == len(self._workers) or not self._workers[w].fits(layout):
+                    size = 2 * Arena.bytes_for(layout) + (1 << 20)  # room for other jobs; untouched pages are free
+                    if w < len(self._workers):
+                        self._workers.pop(w).close()
+                    self._workers.insert(w, Worker(self.model.cfg, size))
+                self._workers[w].submit(kind, self.model.params, x[s], y[s], tuple(a[:, s] for a in state),
+                                        None if masks is None else [m[:, s] for m in masks])
+            here = bounds[0]
+            with blas.single_threaded():
+                if kind == "train":
+                    shard_masks = None if masks is None else [m[:, here] for m in masks]
+                    first = self.model.loss_and_grads(x[here], y[here], tuple(a[:, here] for a in state),
+                                                      masks=shard_masks)
+                else:
+                    first = self.model.evaluate(x[here], y[here], tuple(a[:, here] for a in state))
+            results = [first] + [worker.result() for worker in self._workers[: shards - 1]]
+        except BaseException:
+            _close_all(self._workers, kill=True)
+            raise
+        return bounds, results
 
     def loss_and_grads(self, x, y, state, rng=None, masks=None):
         """As Model.loss_and_grads: x, y (N, T), state of (L, N, H) arrays."""
-        N, T = x.shape
+        N, T = np.shape(x)
         if masks is None and rng is not None and self.shards(N) > 1:
             masks = self.model.dropout_masks(rng, T, N)  # for the whole batch, as an unsharded step draws them
-
-        def shard(replica: Model, s: slice):
-            shard_masks = None if masks is None else [m[:, s] for m in masks]
-            return replica.loss_and_grads(x[s], y[s], tuple(a[:, s] for a in state), masks=shard_masks)
-
-        ran = self._run(N, shard)
+        ran = self._run("train", x, y, state, masks)
         if ran is None:
             return self.model.loss_and_grads(x, y, state, rng, masks)
         bounds, results = ran
         weights = [(s.stop - s.start) / N for s in bounds]
         loss = sum(w * shard_loss for w, (shard_loss, _, _) in zip(weights, results, strict=True))
-        grads = results[0][1]
+        grads = results[0][1]  # this process's own arrays: the workers' are views of their arenas
         for name, total in grads.items():
             total *= total.dtype.type(weights[0])
             for w, (_, shard_grads, _) in zip(weights[1:], results[1:], strict=True):
@@ -140,17 +278,15 @@ class Sharded:
 
     def evaluate(self, x, y, state):
         """As Model.evaluate: (summed loss in nats, characters, final state)."""
-        ran = self._run(x.shape[0], lambda replica, s: replica.evaluate(x[s], y[s], tuple(a[:, s] for a in state)))
+        ran = self._run("evaluate", x, y, state)
         if ran is None:
             return self.model.evaluate(x, y, state)
         _, results = ran
         return (sum(r[0] for r in results), sum(r[1] for r in results), join_states([r[2] for r in results]))
 
     def close(self) -> None:
-        """Stop the worker threads (they are daemons: a process may also just exit)."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        """Stop the worker processes (they are daemons, and stop with this object or the process, too)."""
+        _close_all(self._workers)
 
 
 def join_states(states: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
