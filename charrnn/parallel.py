@@ -91,9 +91,11 @@ class Arena:
         return out
 
 
-def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
+def _serve(conn, parent_end, arena: Arena, cfg: ModelConfig) -> None:
     """A worker's life: compute one shard per message until the pipe closes or says None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it saves, then closes the workers
+    parent_end.close()  # the fork's copy of it: else the pipe never closes when the parent dies
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (to the terminal's whole process group) and SIGTERM
+        signal.signal(sig, signal.SIG_IGN)  # are the parent's: it finishes the step, saves and closes us
     arrays = arena.arrays(job_layout(cfg, "evaluate", 0, 0, np.uint8, False))
     replica = Model(cfg, {k: arrays[f"param {k}"] for k in param_shapes(cfg)})  # reads what the parent copies in
     with blas.single_threaded():
@@ -135,7 +137,8 @@ class Worker:
         self.cfg, self.arena = cfg, Arena(size)
         fork = multiprocessing.get_context("fork")
         self._conn, child = fork.Pipe()
-        self.process = fork.Process(target=_serve, args=(child, self.arena, cfg), daemon=True, name="charrnn-shard")
+        self.process = fork.Process(target=_serve, args=(child, self._conn, self.arena, cfg), daemon=True,
+                                    name="charrnn-shard")
         with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child runs
             warnings.simplefilter("ignore", DeprecationWarning)  # only _serve, which takes none of their locks
             self.process.start()

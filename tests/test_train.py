@@ -167,14 +167,17 @@ def charrnn_command():
     return [sys.executable, "-m", "charrnn"]
 
 
-def start_training(tmp_path, *extra):
+def start_training(tmp_path, *extra, sharded=False):
+    """charrnn train in its own session (process group); sharded: B 32 over the cores, in worker processes where
+    there is more than one core, else B 4 in one process."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT * 20)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"} if sharded else {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [*charrnn_command(), "train", str(corpus), "--out", str(tmp_path / "ck"), "-B", "4", "-T", "16",
-         "-H", "32", "--steps", "100000", "--save-every", "1", "--eval-every", "1000", "--log-every", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        [*charrnn_command(), "train", str(corpus), "--out", str(tmp_path / "ck"), "-B", "32" if sharded else "4",
+         "-T", "16", "-H", "32", "--steps", "100000", "--save-every", "1", "--eval-every", "1000", "--log-every",
+         "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, start_new_session=True,
     )
 
 
@@ -187,15 +190,42 @@ def wait_for_step(proc, minimum):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_and_exits_cleanly(tmp_path, sig, code):
-    proc = start_training(tmp_path, "--save-every", "100000")
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-process", "to-group-sharded"])
+def test_signal_saves_and_exits_cleanly(tmp_path, sig, code, to_group):
+    """Also as a terminal's Ctrl-C does it, to the whole process group of a sharded run: the worker processes
+    leave the signal to the trainer, which saves, and none of them outlives it."""
+    proc = start_training(tmp_path, "--save-every", "100000", sharded=to_group)
     wait_for_step(proc, 3)
-    proc.send_signal(sig)
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "saved" in err and "--resume" in err
     ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
     assert ck.meta["progress"]["step"] >= 3
+    assert_group_ends(proc.pid)
+
+
+def assert_group_ends(pgid, seconds=5.0):
+    """Every process of the group (the trainer and its workers) is gone within a few seconds."""
+    for _ in range(int(seconds / 0.1)):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("a process of the run outlived it")
+
+
+def test_workers_end_when_the_trainer_is_killed(tmp_path):
+    """kill -9 gives the trainer no chance to stop its workers: they see their pipe close and leave."""
+    proc = start_training(tmp_path, sharded=True)
+    wait_for_step(proc, 2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert_group_ends(proc.pid)
 
 
 def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
