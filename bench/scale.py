@@ -3,7 +3,9 @@
 For synthetic corpora of 10 MB, 100 MB and 1 GB (ASCII and mixed UTF-8), written to a temporary directory and
 removed afterwards: the MB/s of preparing (the streaming two-pass read that writes the memory-mapped index
 cache), the peak RSS of preparing, and the peak RSS and chars/s of training an LSTM 2x256 for 50 steps on the
-cached corpus.  Each measurement runs in a fresh child process, so peak RSS is its own.
+cached corpus.  Each measurement runs in a fresh child process, so peak RSS is its own; training's data-parallel
+worker processes (charrnn.parallel) are counted apart, as the largest one's peak (pages they share with the
+trainer, such as NumPy's code, count in both).
 
     python bench/scale.py [--sizes 10,100,1000] [--kinds ascii,utf8] [--steps 50]
 """
@@ -47,16 +49,18 @@ def write_corpus(path: Path, kind: str, megabytes: int) -> int:
     return written
 
 
-def child(code: str) -> tuple[dict, float]:
-    """Run python -c code in a fresh process; returns its JSON line and its own peak RSS in MB."""
+def child(code: str) -> tuple[dict, float, float]:
+    """Run python -c code in a fresh process; returns its JSON line, its own peak RSS and the largest peak RSS
+    of the processes it started and ended (the training workers), in MB."""
     out = subprocess.run([sys.executable, "-c", code + PEAK], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result, result.pop("peak_rss_kb") / 1024
+    return result, result.pop("peak_rss_kb") / 1024, result.pop("children_peak_rss_kb") / 1024
 
 
 PEAK = """
 import resource
-print(json.dumps({**result, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({**result, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "children_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 PREPARE = """
 import json, time
@@ -86,25 +90,28 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"{'corpus':<14}{'prepare MB/s':>13}{'prep RSS MB':>12}{'cached read s':>14}{'train RSS MB':>13}"
-          f"{'train chars/s':>14}")
+          f"{'worker RSS MB':>14}{'train chars/s':>14}")
     for kind in args.kinds.split(","):
         for mb in map(int, args.sizes.split(",")):
             with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
                 path = Path(tmp) / f"{kind}-{mb}MB.txt"
                 size = write_corpus(path, kind, mb)
                 t0 = time.perf_counter()
-                prep, prep_rss = child(PREPARE.format(path=str(path)))
+                prep, prep_rss, _ = child(PREPARE.format(path=str(path)))
                 wall = time.perf_counter() - t0
-                cached, _ = child(PREPARE.format(path=str(path)))  # second read: the cache, memory-mapped
-                train, train_rss = child(TRAIN.format(path=str(path), steps=args.steps, out=str(Path(tmp) / "ck")))
+                cached, _, _ = child(PREPARE.format(path=str(path)))  # second read: the cache, memory-mapped
+                code = TRAIN.format(path=str(path), steps=args.steps, out=str(Path(tmp) / "ck"))
+                train, train_rss, worker_rss = child(code)
             row = {"kind": kind, "megabytes": mb, "bytes": size, "chars": prep["chars"], "vocab": prep["vocab"],
                    "prepare_seconds": prep["seconds"], "prepare_wall_seconds": wall,
                    "prepare_mb_per_s": size / 1e6 / prep["seconds"], "prepare_peak_rss_mb": prep_rss,
                    "cached_read_seconds": cached["seconds"], "cached_is_mmap": cached["mmap"] == "memmap",
-                   "train_peak_rss_mb": train_rss, "train_chars_per_s": train["chars_per_s"]}
+                   "train_peak_rss_mb": train_rss, "worker_peak_rss_mb": worker_rss,
+                   "train_chars_per_s": train["chars_per_s"]}
             rows.append(row)
             print(f"{kind + ' ' + str(mb) + ' MB':<14}{row['prepare_mb_per_s']:>13.0f}{prep_rss:>12.0f}"
-                  f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{train['chars_per_s']:>14,.0f}", flush=True)
+                  f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{worker_rss:>14.0f}{train['chars_per_s']:>14,.0f}",
+                  flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"rows": rows}, indent=1))
     print(f"wrote {RESULTS}")
