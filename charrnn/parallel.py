@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import multiprocessing
+import os
 import signal
 import sys
+import time
 import warnings
 import weakref
 
@@ -91,9 +93,8 @@ class Arena:
         return out
 
 
-def _serve(conn, parent_end, arena: Arena, cfg: ModelConfig) -> None:
+def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
     """A worker's life: compute one shard per message until the pipe closes or says None."""
-    parent_end.close()  # the fork's copy of it: else the pipe never closes when the parent dies
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (to the terminal's whole process group) and SIGTERM
         signal.signal(sig, signal.SIG_IGN)  # are the parent's: it finishes the step, saves and closes us
     arrays = arena.arrays(job_layout(cfg, "evaluate", 0, 0, np.uint8, False))
@@ -131,19 +132,35 @@ def _serve(conn, parent_end, arena: Arena, cfg: ModelConfig) -> None:
 
 
 class Worker:
-    """A forked process computing one shard per call, through its Arena and a pipe."""
+    """A forked process computing one shard per call, through its Arena and a pipe.  Forked with os.fork, not
+    multiprocessing.Process: at exit, multiprocessing terminates its daemons with SIGTERM, which a worker ignores
+    (see _serve); these are closed by their Sharded, or leave when the pipe closes."""
 
-    def __init__(self, cfg: ModelConfig, size: int):
+    def __init__(self, cfg: ModelConfig, size: int, others: tuple[Worker, ...] = ()):
+        """others: the workers forked before, whose pipe ends this one's process closes."""
         self.cfg, self.arena = cfg, Arena(size)
-        fork = multiprocessing.get_context("fork")
-        self._conn, child = fork.Pipe()
-        self.process = fork.Process(target=_serve, args=(child, self._conn, self.arena, cfg), daemon=True,
-                                    name="charrnn-shard")
+        self._conn, child = multiprocessing.Pipe()
         with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child runs
             warnings.simplefilter("ignore", DeprecationWarning)  # only _serve, which takes none of their locks
-            self.process.start()
+            self.pid = os.fork()
+        if self.pid == 0:  # the worker: never returns into the caller's code
+            status = 1
+            try:
+                for conn in (self._conn, *(w._conn for w in others)):  # else a pipe never closes when the
+                    conn.close()  # trainer dies: this process would hold its other end open
+                _serve(child, self.arena, cfg)
+                status = 0
+            finally:
+                os._exit(status)
         child.close()
-        self._job = None
+        self._job, self.exit_code = None, None
+
+    def alive(self) -> bool:
+        if self.exit_code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
+        return self.exit_code is None
 
     def fits(self, layout: list[tuple]) -> bool:
         return Arena.bytes_for(layout) <= self.arena.size
@@ -182,19 +199,25 @@ class Worker:
         return reply, {k: a[f"grad {k}"] for k in param_shapes(self.cfg)}, final
 
     def _died(self) -> CharrnnError:
-        self.process.join(1)
-        return CharrnnError(f"a worker process of the sharded step died (exit code {self.process.exitcode}); "
+        self._wait(1.0)
+        return CharrnnError(f"a worker process of the sharded step died (exit code {self.exit_code}); "
                             "set OPENBLAS_NUM_THREADS=1 to train in one process")
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def close(self, kill: bool = False) -> None:
         """Ask the worker to stop (or kill it: it may be busy with a job nobody will read) and wait for it."""
         if not kill:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
-            self.process.join(1)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+            self._wait(1.0)
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+            self.exit_code = os.waitstatus_to_exitcode(status)
         self._conn.close()
 
 
@@ -242,7 +265,7 @@ class Sharded:
                     size = 2 * Arena.bytes_for(layout) + (1 << 20)  # room for other jobs; untouched pages are free
                     if w < len(self._workers):
                         self._workers.pop(w).close()
-                    self._workers.insert(w, Worker(self.model.cfg, size))
+                    self._workers.insert(w, Worker(self.model.cfg, size, tuple(self._workers)))
                 self._workers[w].submit(kind, self.model.params, x[s], y[s], tuple(a[:, s] for a in state),
                                         None if masks is None else [m[:, s] for m in masks])
             here = bounds[0]
@@ -288,7 +311,7 @@ class Sharded:
         return (sum(r[0] for r in results), sum(r[1] for r in results), join_states([r[2] for r in results]))
 
     def close(self) -> None:
-        """Stop the worker processes (they are daemons, and stop with this object or the process, too)."""
+        """Stop the worker processes (they stop, too, when this object goes or the process exits)."""
         _close_all(self._workers)
 
 

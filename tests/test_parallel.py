@@ -4,6 +4,9 @@ exactly."""
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +126,14 @@ def test_a_dead_worker_is_one_clear_error_and_the_next_call_starts_afresh(any_ba
     sharded = Sharded(model, cores=2)
     expected = sharded.loss_and_grads(x, y, state)[0]
     (worker,) = sharded._workers
-    os.kill(worker.process.pid, signal.SIGKILL)
-    worker.process.join()
+    os.kill(worker.pid, signal.SIGKILL)
+    os.waitpid(worker.pid, 0)
+    worker.exit_code = -signal.SIGKILL  # reaped here
     with pytest.raises(CharrnnError, match="worker process .* died"):
         sharded.loss_and_grads(x, y, state)
     assert sharded.loss_and_grads(x, y, state)[0] == expected
     sharded.close()
-    assert not worker.process.is_alive()
+    assert not any(w.alive() for w in sharded._workers)
 
 
 def test_workers_run_under_the_callers_float_error_handling(any_batch):
@@ -156,12 +160,37 @@ def test_workers_stop_with_their_sharded(any_batch):
     model = make_model("rnn")
     sharded = Sharded(model, cores=3)
     sharded.evaluate(*chunk(model))
-    processes = [w.process for w in sharded._workers]
-    assert len(processes) == 2 and all(p.is_alive() for p in processes)
+    pids = [w.pid for w in sharded._workers]
+    assert len(pids) == 2
     del sharded
-    for p in processes:
-        p.join(5)
-        assert not p.is_alive()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):  # gone, and reaped
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_program_that_never_closes_its_sharded_still_exits(tmp_path):
+    """Interpreter exit stops the workers, whatever order the exit handlers run in (multiprocessing's sends
+    SIGTERM to its own processes, which a worker would ignore)."""
+    code = ("import numpy as np\n"
+            "from charrnn import parallel\n"
+            "from charrnn.model import Model, ModelConfig\n"
+            "parallel.MIN_STREAMS = 1\n"
+            "m = Model.create(ModelConfig(vocab_size=5, cell='rnn', hidden=4, layers=1), np.random.default_rng(0))\n"
+            "sharded = parallel.Sharded(m, cores=2)\n"
+            "x = np.zeros((4, 3), np.int64)\n"
+            "sharded.loss_and_grads(x, x, m.initial_state(4))\n"
+            "print(sharded._workers[0].pid)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          start_new_session=True)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the worker outlived its program")
 
 
 @pytest.mark.skipif(blas.threads() is None, reason="no OpenBLAS found to control")
