@@ -37,7 +37,9 @@ from charrnn.cells import STATE_NAMES
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig, param_shapes
 
-MIN_STREAMS = 16  # per shard: LSTM 2x256 at B 16 split in two ran 0.95-1.10x, at B 32 1.06-1.17x (2-core Zen 3)
+# Streams per shard, at least.  Split in two on a 2-core Zen 3: B 32 (T 32, LSTM 2x256) ran 1.25x; B 16 ran
+# 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128, whose shard of 8 is too little work
+MIN_STREAMS = 16
 ALIGN = 64  # bytes: every array in an arena starts on its own cache line
 
 
