@@ -95,6 +95,11 @@ class Arena:
         return out
 
 
+class WorkerDied(CharrnnError):
+    """A worker process ended in the middle of a job (killed, out of memory): the step's result is lost, the
+    model's parameters are not."""
+
+
 def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
     """A worker's life: compute one shard per message until the pipe closes or says None."""
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (to the terminal's whole process group) and SIGTERM
@@ -144,7 +149,11 @@ class Worker:
         self._conn, child = multiprocessing.Pipe()
         with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child runs
             warnings.simplefilter("ignore", DeprecationWarning)  # only _serve, which takes none of their locks
-            self.pid = os.fork()
+            try:
+                self.pid = os.fork()
+            except OSError as e:  # out of memory or processes
+                raise CharrnnError(f"cannot start a worker process: {e.strerror or e}; set OPENBLAS_NUM_THREADS=1 "
+                                   "to train in one process") from None
         if self.pid == 0:  # the worker: never returns into the caller's code
             status = 1
             try:
@@ -200,9 +209,9 @@ class Worker:
             return (*reply, final)
         return reply, {k: a[f"grad {k}"] for k in param_shapes(self.cfg)}, final
 
-    def _died(self) -> CharrnnError:
+    def _died(self) -> WorkerDied:
         self._wait(1.0)
-        return CharrnnError(f"a worker process of the sharded step died (exit code {self.exit_code}); "
+        return WorkerDied(f"a worker process of the sharded step died (exit code {self.exit_code}); "
                             "set OPENBLAS_NUM_THREADS=1 to train in one process")
 
     def _wait(self, seconds: float) -> None:

@@ -22,7 +22,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2, VAL_STREAMS, score
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_gradients, make_optimizer
-from charrnn.parallel import Sharded
+from charrnn.parallel import Sharded, WorkerDied
 from charrnn.sample import sample_text
 
 
@@ -299,6 +299,9 @@ class Trainer:
                 if interval_steps:  # a final evaluation so history and best.npz are up to date
                     val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
                 path = self.save("latest.npz")
+        except WorkerDied as e:  # the failed step changed nothing: keep every finished one
+            path = self.save("latest.npz")
+            raise WorkerDied(f"{e}; {path} holds step {self.step}, and --resume continues from it") from None
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)

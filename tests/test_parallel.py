@@ -16,7 +16,7 @@ from test_train import arrays, make_trainer, strip_timing
 from charrnn import blas, checkpoint, parallel
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
-from charrnn.parallel import Sharded, shard_bounds, shard_count
+from charrnn.parallel import Sharded, WorkerDied, shard_bounds, shard_count
 
 V, N, T = 11, 7, 6
 
@@ -129,11 +129,32 @@ def test_a_dead_worker_is_one_clear_error_and_the_next_call_starts_afresh(any_ba
     os.kill(worker.pid, signal.SIGKILL)
     os.waitpid(worker.pid, 0)
     worker.exit_code = -signal.SIGKILL  # reaped here
-    with pytest.raises(CharrnnError, match="worker process .* died"):
+    with pytest.raises(WorkerDied, match="worker process .* died"):
         sharded.loss_and_grads(x, y, state)
     assert sharded.loss_and_grads(x, y, state)[0] == expected
     sharded.close()
     assert not any(w.alive() for w in sharded._workers)
+
+
+def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
+    """The trainer saves latest.npz at the last finished step and says so (one line: a CharrnnError), and the run
+    resumes from it."""
+    assert issubclass(WorkerDied, CharrnnError)
+    trainer = make_trainer(tmp_path, 12)
+    real = trainer.sharded.loss_and_grads
+
+    def dies_at_step_8(*args, **kwargs):
+        if trainer.step == 7:
+            raise WorkerDied("a worker process of the sharded step died (exit code -9)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.sharded, "loss_and_grads", dies_at_step_8)
+    with pytest.raises(WorkerDied, match=r"died \(exit code -9\); .*latest.npz holds step 7, and --resume"):
+        trainer.run()
+    assert checkpoint.load(tmp_path / "latest.npz").meta["progress"]["step"] == 7
+    resumed = make_trainer(tmp_path, 12, resume=True)
+    resumed.run()
+    assert resumed.step == 12
 
 
 def test_workers_run_under_the_callers_float_error_handling(any_batch):
