@@ -44,7 +44,6 @@ class Stepper:
         cfg, dt = model.cfg, model.dtype
         L, H, GH = cfg.layers, cfg.hidden, cfg.gates * cfg.hidden
         N = state[0].shape[1]
-        self.cell = model.cell
         # A negative gate scale is an exp-form gate (charrnn.cells.activations), whose exp may overflow
         self.exp_gates = bool((model.cell.gate_scale(1, dt, cfg.coupled) < 0).any())
         self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
@@ -52,9 +51,9 @@ class Stepper:
         hs[...] = state[0]
         paired = model.cell is lstm and not (cfg.peephole or cfg.coupled)
         if paired:  # per layer and stream [o | i | f | g | c]: pre-activations, then the cell state
-            self.cells = np.empty((L, N, 5 * H), dt)
-            self.cells[:, :, 4 * H :] = state[1]
-            self.state = (hs, self.cells[:, :, 4 * H :])
+            cells = np.empty((L, N, 5 * H), dt)
+            cells[:, :, 4 * H :] = state[1]
+            self.state = (hs, cells[:, :, 4 * H :])
         else:
             self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
         order = lstm.paired_order(H) if paired else slice(None)  # the gates' order in every GEMV's output
@@ -63,7 +62,7 @@ class Stepper:
         for k in range(L):
             W_in, bias = model.input_weights(k)
             prep = model.cell.prepare(model.layer(k), cfg.peephole, cfg.coupled)
-            xw = self.cells[k, :, : 4 * H] if paired else np.empty((N, GH), dt)
+            xw = cells[k, :, : 4 * H] if paired else np.empty((N, GH), dt)
             add = None  # added to the GEMV's output: layer 0's input row, or a bias no GEMV carries
             if k == 0:
                 self.table = np.ascontiguousarray(W_in[:, order])  # (V, GH), bias folded in: table[idx] is added
@@ -78,7 +77,7 @@ class Stepper:
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
             if paired:
                 one = N == 1  # a batch of one as 1-D views: NumPy's calls take them with less work
-                step = lstm.paired_step(self.cells[k, 0] if one else self.cells[k], h[0] if one else h)
+                step = lstm.paired_step(cells[k, 0] if one else cells[k], h[0] if one else h)
             else:
                 rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
                 tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
