@@ -176,10 +176,10 @@ class Worker:
     def fits(self, layout: list[tuple]) -> bool:
         return Arena.bytes_for(layout) <= self.arena.size
 
-    def submit(self, kind: str, params: dict, x, y, state, masks) -> None:
-        """Copy a job in and start it; result() waits for it."""
+    def submit(self, kind: str, layout: list[tuple], params: dict, x, y, state, masks) -> None:
+        """Copy a job in (layout: its job_layout) and start it; result() waits for it."""
         N, T = x.shape
-        a = self.arena.arrays(job_layout(self.cfg, kind, N, T, x.dtype, masks is not None))
+        a = self.arena.arrays(layout)
         for k, p in params.items():
             np.copyto(a[f"param {k}"], p)
         np.copyto(a["x"], x)
@@ -277,7 +277,7 @@ class Sharded:
                     if w < len(self._workers):
                         self._workers.pop(w).close()
                     self._workers.insert(w, Worker(self.model.cfg, size, tuple(self._workers)))
-                self._workers[w].submit(kind, self.model.params, x[s], y[s], tuple(a[:, s] for a in state),
+                self._workers[w].submit(kind, layout, self.model.params, x[s], y[s], tuple(a[:, s] for a in state),
                                         None if masks is None else [m[:, s] for m in masks])
             here = bounds[0]
             with blas.single_threaded():
