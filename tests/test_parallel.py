@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import arrays, make_trainer, strip_timing
+from test_train import arrays, assert_gone, make_trainer, strip_timing
 
 from charrnn import blas, checkpoint, parallel
 from charrnn.errors import CharrnnError
@@ -205,13 +204,7 @@ def test_a_program_that_never_closes_its_sharded_still_exits(tmp_path):
                           start_new_session=True)
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout)
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the worker outlived its program")
+    assert_gone(lambda: os.kill(pid, 0), "the worker of a program that ended")
 
 
 @pytest.mark.skipif(blas.threads() is None, reason="no OpenBLAS found to control")

@@ -208,15 +208,21 @@ def test_signal_saves_and_exits_cleanly(tmp_path, sig, code, to_group):
     assert_group_ends(proc.pid)
 
 
-def assert_group_ends(pgid, seconds=5.0):
-    """Every process of the group (the trainer and its workers) is gone within a few seconds."""
+def assert_gone(probe, what, seconds=5.0):
+    """probe() (os.kill or os.killpg with signal 0) raises ProcessLookupError within a few seconds: what it
+    probes, a process or a whole group, is gone."""
     for _ in range(int(seconds / 0.1)):
         try:
-            os.killpg(pgid, 0)
+            probe()
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    raise AssertionError("a process of the run outlived it")
+    raise AssertionError(f"{what} outlived it")
+
+
+def assert_group_ends(pgid):
+    """Every process of the group (the trainer and its workers) is gone within a few seconds."""
+    assert_gone(lambda: os.killpg(pgid, 0), "a process of the run")
 
 
 def test_workers_end_when_the_trainer_is_killed(tmp_path):
