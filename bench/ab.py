@@ -91,7 +91,8 @@ def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_l
 
 def sampler(package: str, cell: str, layers: int, hidden: int, batch: int = 1, seq_len: int = 0):
     """Generating SAMPLE_CHARS characters at batch 1 (temperature 0.8, the prime "THE ") with that package's
-    code, as a closure; the same weights and seed for every package and call."""
+    code, as a closure; the same weights and seed for every package and call.  batch and seq_len are there so
+    that main calls it as it calls trainer; sampling always runs one stream."""
     model_mod = importlib.import_module(f"{package}.model")
     sample_mod = importlib.import_module(f"{package}.sample")
     vocab = importlib.import_module(f"{package}.vocab").Vocab(chr(c) for c in range(32, 32 + VOCAB))
