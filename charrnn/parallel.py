@@ -5,9 +5,9 @@ At char-rnn batch sizes a step's GEMMs are small, and between them the element-w
 (gate nonlinearities, cell updates) runs on one core while BLAS's other threads wait: on a 2-core machine the
 second core idled a third of an LSTM 2x256 step at B 64.  With a shard per core, each core runs its own
 single-threaded GEMMs and element-wise work.  Processes, not threads: a time step makes dozens of NumPy calls,
-each of which takes and drops the GIL, and two threads handing it to each other ran a shard 1.12-1.80x slower
-than the same shard alone (32 of B 64 on a 2-core Zen 3: LSTM 2x256 1.12, 1x512 1.17, 1x128 1.43, GRU 1x256
-1.44, RNN 1x256 1.80), where two processes each ran as fast as one alone.
+each of which takes and drops the GIL, and with two threads handing it to each other a B 64 step took 1.09-1.38x
+the time of one B 32 shard alone (2-core Zen 3: LSTM 1x128 1.38, 2x256 1.12, 1x512 1.09, GRU 1x256 1.21, RNN
+1x256 1.16), with two processes 1.07-1.13x.
 
 A worker is forked once and shares a block of anonymous memory with this process (an Arena).  Each call copies
 the parameters and the shard's inputs in, the worker computes its shard with its own replica of the model and
