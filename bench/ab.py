@@ -3,7 +3,8 @@
 On a noisy machine two runs minutes apart differ by more than most changes do, so both versions run here, step
 for step in turn, on the same data and the same start: forward, loss, backward, clipping and Adam; or, with
 --sample, generating SAMPLE_CHARS characters at batch 1 from the same weights and seed.  The revision's package
-is exported with `git archive` into a temporary directory and imported under another name.
+is exported with `git archive` into a temporary directory and imported under another name.  Beside the speed-up
+of the medians it prints the middle half of the turns' own speed-ups: a change inside that range is not shown.
 
     python bench/ab.py --against HEAD~3 [--only lstm-2x256-b32t32,gru-1x256] [--steps 40]
     python bench/ab.py --against HEAD~3 --sample [--only lstm-2x256]
@@ -121,11 +122,12 @@ def main() -> None:
         what = (f"generating {SAMPLE_CHARS} characters at batch 1" if args.sample else
                 "a training step (forward, backward, clip, Adam)")
         print(f"working tree against {args.against}: median ms {what}")
-        print(f"{'config':<20}{args.against[:12]:>12}{'tree':>10}{'speed-up':>10}")
+        print(f"{'config':<20}{args.against[:12]:>12}{'tree':>10}{'speed-up':>10}  {'middle half of the turns':>24}")
         for name in names:
             spec = parse(name)
             steps = {"them": make(other, *spec), "us": make("charrnn", *spec)}
             times = {k: [] for k in steps}
+            turns = []  # each turn's speed-up: how far the machine's moments alone move the figure
             while len(times["us"]) < args.steps:
                 for k, step in steps.items():  # in turn, so both see the same moments of the machine
                     for i in range(SETTLE + BLOCK):
@@ -133,8 +135,10 @@ def main() -> None:
                         step()
                         if i >= SETTLE:
                             times[k].append(time.perf_counter() - t0)
+                turns.append(statistics.median(times["them"][-BLOCK:]) / statistics.median(times["us"][-BLOCK:]))
             them, us = (statistics.median(times[k]) * 1e3 for k in ("them", "us"))
-            print(f"{name:<20}{them:>12.1f}{us:>10.1f}{them / us:>9.3f}x", flush=True)
+            low, _, high = statistics.quantiles(turns, n=4) if len(turns) > 1 else (turns[0], None, turns[0])
+            print(f"{name:<20}{them:>12.1f}{us:>10.1f}{them / us:>9.3f}x  {low:>17.2f}x-{high:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
