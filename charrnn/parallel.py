@@ -212,7 +212,7 @@ class Worker:
     def _died(self) -> WorkerDied:
         self._wait(1.0)
         return WorkerDied(f"a worker process of the sharded step died (exit code {self.exit_code}); "
-                            "set OPENBLAS_NUM_THREADS=1 to train in one process")
+                          "set OPENBLAS_NUM_THREADS=1 to train in one process")
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
