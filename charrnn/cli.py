@@ -123,7 +123,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(BOOK, "--preset", type=click.Choice(list(PRESETS)), default="default",
      help="Named configuration; explicit options override it.")
 @opt(BOOK, "--resume", is_flag=False, flag_value="", default=None, metavar="[PATH]",
-     help="Continue a run from PATH (default OUT/latest.npz).")
+     help="Continue a run from PATH, a checkpoint or a directory's latest.npz (default OUT/latest.npz).")
 @opt(BOOK, "--force", is_flag=True, help="Resume even if the corpus changed since the checkpoint.")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
 @click.pass_context
@@ -137,7 +137,7 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
         if resume is not None:
             if ctx.get_parameter_source("preset") == ParameterSource.COMMANDLINE:
                 raise CharrnnError("--preset cannot be combined with --resume: a resumed run keeps its configuration")
-            ck = checkpoint.load(Path(resume) if resume else out / "latest.npz")
+            ck = checkpoint.load(resume_path(resume, out))
             settings = resolve_resume(ck, options, explicit)
         else:
             chosen = PRESETS[preset]
@@ -167,6 +167,13 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
         click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} "
                    f"(resume with --resume)", err=True)
     sys.exit(outcome.exit_code)
+
+
+def resume_path(resume: str, out: Path) -> Path:
+    """--resume's file: PATH as named; a directory's latest.npz (the run's last state, where best.npz may be
+    older); with no PATH, OUT's latest.npz."""
+    path = Path(resume or out)
+    return path / "latest.npz" if not resume or path.is_dir() else path
 
 
 def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> dict:
@@ -212,21 +219,31 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
 
 # -- sample, inspect, eval, export -----------------------------------------------------------------------------
 
-DEFAULT_CHECKPOINTS = (Path("checkpoints") / "best.npz", Path("checkpoints") / "latest.npz")  # what train writes
+DEFAULT_OUT = Path("checkpoints")  # train's --out
+CHECKPOINT_NAMES = ("best.npz", "latest.npz")  # what train writes there: best first, it has the lowest val loss
 SEPARATOR = "-" * 40  # the line printed between the samples of --num-samples
-def default_checkpoint() -> Path:
-    """Where `charrnn train` (and `make train`) leave checkpoints: best.npz first, as it has the lowest
-    validation loss; latest.npz when no validation ran."""
-    for path in DEFAULT_CHECKPOINTS:
-        if path.is_file():
-            return path
-    raise CharrnnError("no CHECKPOINT given and none at checkpoints/best.npz or checkpoints/latest.npz; train one "
-                       "first with `charrnn train CORPUS.txt` (or `make train`), or name a checkpoint file")
 
 
-def load_checkpoint(path: Path) -> checkpoint.Checkpoint:
+def find_checkpoint(path: Path | None) -> Path:
+    """The file a CHECKPOINT argument stands for: a file as named; a directory (train's --out) its best.npz, else
+    its latest.npz (when no validation ran); no argument, the same in checkpoints/, where `make train` leaves them."""
+    folder = DEFAULT_OUT if path is None else path
+    if path is not None and not path.is_dir():
+        return path  # checkpoint.load explains a missing or broken file
+    for name in CHECKPOINT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    if path is None:
+        raise CharrnnError("no CHECKPOINT given and none at checkpoints/best.npz or checkpoints/latest.npz; train "
+                           "one first with `charrnn train CORPUS.txt` (or `make train`), or name a checkpoint file")
+    raise CharrnnError(f"{folder} is a directory with no best.npz or latest.npz in it; name a checkpoint file")
+
+
+def load_checkpoint(path: Path | None) -> tuple[Path, checkpoint.Checkpoint]:
+    """find_checkpoint, then load it: (the file, the checkpoint), or a one-line error."""
     try:
-        return checkpoint.load(path)
+        path = find_checkpoint(path)
+        return path, checkpoint.load(path)
     except CharrnnError as e:
         raise fail(e) from None
 
@@ -260,7 +277,7 @@ def write_samples(pieces) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("checkpoint_path", metavar="[CHECKPOINT]", required=False,
-                type=click.Path(dir_okay=False, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("--temp", "-t", "temperature", type=FiniteFloatRange(min=0, min_open=True), default=1.0,
               help="Softmax temperature: the logits are divided by it. Below 1 is safer, above 1 wilder.")
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000,
@@ -281,14 +298,11 @@ def write_samples(pieces) -> None:
 def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples):
     """Generate text from a trained checkpoint.
 
-    CHECKPOINT defaults to checkpoints/best.npz, else checkpoints/latest.npz.  The text, prime included, streams
-    to stdout as it is generated; each sample ends with a newline.  Status goes to stderr, and only to a terminal.
+    CHECKPOINT defaults to checkpoints/best.npz, else checkpoints/latest.npz; a directory train wrote (--out)
+    gives its best.npz, else its latest.npz.  The text, prime included, streams to stdout as it is generated;
+    each sample ends with a newline.  Status goes to stderr, and only to a terminal.
     """
-    try:
-        path = checkpoint_path or default_checkpoint()
-        ck = checkpoint.load(path)
-    except CharrnnError as e:
-        raise fail(e) from None
+    path, ck = load_checkpoint(checkpoint_path)
     if seed is None:
         seed = secrets.randbelow(2**32)
     if sys.stderr.isatty():
@@ -310,12 +324,14 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON, for scripts.")
 def inspect(checkpoint_path, as_json):
-    """Show what a checkpoint holds: model, vocabulary, training, losses, corpus and the loss curves."""
+    """Show what a checkpoint holds: model, vocabulary, training, losses, corpus and the loss curves.
+
+    CHECKPOINT may be a directory train wrote (--out): its best.npz, else its latest.npz."""
     try:
-        facts = describe(checkpoint_path)
+        facts = describe(find_checkpoint(checkpoint_path))
     except CharrnnError as e:
         raise fail(e) from None
     if as_json:
@@ -326,7 +342,7 @@ def inspect(checkpoint_path, as_json):
 
 
 @main.command("eval", context_settings=CONTEXT)
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
 @click.argument("text", metavar="FILE", type=click.Path(path_type=Path))
 @click.option("--batch-size", "-B", type=click.IntRange(min=1), default=None,
               help="Parallel streams the text is cut into (each starts from a zero state). "
@@ -340,8 +356,9 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
     """Score a text file: average loss (nats/char), bits per character and perplexity.
 
     Characters outside the model's vocabulary are counted, reported and skipped; the rest is scored as one text.
+    CHECKPOINT may be a directory train wrote (--out): its best.npz, else its latest.npz.
     """
-    ck = load_checkpoint(checkpoint_path)
+    checkpoint_path, ck = load_checkpoint(checkpoint_path)
     trained = ck.meta.get("train") or {}
     batch_size = batch_size or VAL_STREAMS
     seq_len = seq_len or trained.get("seq_len") or 64
@@ -366,16 +383,17 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
 
 
 @main.command("export", context_settings=CONTEXT)
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
 @click.argument("out", metavar="OUT.npz", type=click.Path(dir_okay=False, path_type=Path))
 def export_torch(checkpoint_path, out):
     """Write the weights as a PyTorch state_dict in a plain .npz (no metadata, no pickle).
 
     Keys: rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ... (torch.nn.LSTM/GRU/RNN with
     input size V) and decoder.weight, decoder.bias (torch.nn.Linear(H, V)).  Peephole and coupled LSTMs have no
-    PyTorch counterpart and are refused.
+    PyTorch counterpart and are refused.  CHECKPOINT may be a directory train wrote (--out): its best.npz, else
+    its latest.npz.
     """
-    ck = load_checkpoint(checkpoint_path)
+    checkpoint_path, ck = load_checkpoint(checkpoint_path)
     try:
         if out.exists() and out.resolve() == checkpoint_path.resolve():
             raise CharrnnError(f"{out} is the checkpoint itself; choose another output file")

@@ -73,6 +73,15 @@ def test_resume_continues_history_and_refuses_shape_changes(tmp_path, corpus):
     assert train(other, "--out", out, "--steps", "25", "--resume", "--force").exit_code == 0
 
 
+def test_resume_from_a_directory_takes_its_latest(tmp_path, corpus):
+    out = tmp_path / "ck"
+    assert train(corpus, "--out", out, "--steps", "10", *SMALL).exit_code == 0
+    (out / "best.npz").write_bytes(b"not what a resumed run wants")  # best.npz may be older than latest.npz
+    result = train(corpus, "--out", tmp_path / "next", "--steps", "15", "--resume", out)
+    assert result.exit_code == 0, result.output
+    assert [h["step"] for h in checkpoint.load(tmp_path / "next" / "latest.npz").meta["history"]] == [5, 10, 15]
+
+
 def test_presets_and_explicit_overrides(tmp_path, corpus):
     result = train(corpus, "--out", tmp_path / "ck", "--preset", "min-char-rnn", "--hidden", "24", "--steps", "3")
     assert result.exit_code == 0, result.output

@@ -86,6 +86,10 @@ def test_cli_eval_json_and_defaults(ck_path, tmp_path):
     assert got["loss"] == pytest.approx(direct["loss"], rel=1e-12)
     other = json.loads(run("eval", ck_path, text, "--json", "-B", "2", "-T", "9").stdout)
     assert (other["batch_size"], other["seq_len"]) == (2, 9)
+    best = ck_path.parent / "best.npz"  # a directory train wrote stands for its best.npz
+    by_dir = json.loads(run("eval", ck_path.parent, text, "--json").stdout)
+    assert by_dir["checkpoint"] == str(best)
+    assert by_dir["loss"] == json.loads(run("eval", best, text, "--json").stdout)["loss"]
 
 
 def test_cli_eval_human_output(ck_path, tmp_path):
@@ -164,6 +168,9 @@ def test_export_errors(ck_path, tmp_path):
     damaged = tmp_path / "damaged.npz"
     damaged.write_bytes(ck_path.read_bytes()[:1000])
     assert run("export", damaged, tmp_path / "x.npz").exit_code == 1
+    result = run("export", tmp_path, tmp_path / "x.npz")  # a directory with no checkpoint in it
+    assert result.exit_code == 1 and "no best.npz or latest.npz" in result.stderr
+    assert run("export", ck_path.parent, tmp_path / "x.npz").exit_code == 0
 
 
 @pytest.mark.parametrize(("change", "message"), [

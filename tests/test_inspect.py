@@ -126,7 +126,15 @@ def test_bad_files_get_one_clear_line(trained, tmp_path, as_json):
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, (bad, result.stderr)
         with pytest.raises(CharrnnError):
             describe(bad)
-    assert run("inspect", *as_json, tmp_path).exit_code == 2  # a directory is a usage error
+    empty = run("inspect", *as_json, tmp_path)  # a directory holding no best.npz or latest.npz
+    assert empty.exit_code == 1 and empty.stdout == "" and "no best.npz or latest.npz" in empty.stderr
+
+
+def test_a_directory_shows_its_best_checkpoint(trained):
+    path, _ = trained
+    got = json.loads(run("inspect", "--json", path.parent).stdout)
+    assert got["path"] == str(path.parent / "best.npz")
+    assert got["model"] == json.loads(run("inspect", "--json", path).stdout)["model"]
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------

@@ -353,6 +353,20 @@ def test_cli_default_checkpoint_prefers_best(abc, prose, tmp_path, monkeypatch):
     assert run("sample", "--greedy", "-n", "5", "-p", "a").stdout == "abcabc\n"
 
 
+def test_cli_checkpoint_may_be_a_directory_train_wrote(abc, prose, tmp_path):
+    """`charrnn train --out DIR`, then `charrnn sample DIR`: its best.npz, else its latest.npz."""
+    out = tmp_path / "run"
+    out.mkdir()
+    empty = run("sample", out, "-n", "5")
+    assert empty.exit_code == 1 and empty.stdout == "" and "Traceback" not in empty.output
+    assert "no best.npz or latest.npz" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
+    shutil.copy(prose, out / "latest.npz")
+    assert run("sample", out, "--greedy", "-n", "5", "-p", "the").stdout == run(
+        "sample", prose, "--greedy", "-n", "5", "-p", "the").stdout
+    shutil.copy(abc, out / "best.npz")
+    assert run("sample", out, "--greedy", "-n", "5", "-p", "a").stdout == "abcabc\n"
+
+
 @pytest.mark.parametrize("temp", ["0", "-1", "-0.5", "nan", "inf", "warm"])
 def test_cli_bad_temperature_is_a_usage_error(abc, temp):
     result = run("sample", abc, "--temp", temp)
