@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charrnn.cells import CELLS, STATE_NAMES
-from charrnn.cells.workspace import Workspace, scaled_transpose
+from charrnn.cells.workspace import Workspace, gate_major, scaled_transpose
 from charrnn.errors import CharrnnError
 
 DTYPES = ("float32", "float64")
@@ -238,12 +238,6 @@ class Model:
         from charrnn.stepper import Stepper
 
         return Stepper(self, state)
-
-
-def gate_major(W: np.ndarray, G: int) -> np.ndarray:
-    """(D, G*H) with the gates side by side -> a (G, D, H) view, gate by gate."""
-    D, GH = W.shape
-    return W.reshape(D, G, GH // G).transpose(1, 0, 2)
 
 
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int, scratch: np.ndarray | None = None) -> np.ndarray:

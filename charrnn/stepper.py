@@ -23,6 +23,7 @@ import numpy as np
 
 from charrnn.cells import lstm
 from charrnn.cells.activations import quiet
+from charrnn.cells.workspace import gate_major
 from charrnn.model import Model
 
 
@@ -81,7 +82,7 @@ class Stepper:
             else:
                 rec = None if fused else np.empty((N, GH), dt)  # the cell step's own recurrent GEMM (GRU)
                 tmp, aux = np.empty((N, H), dt), np.empty((N, H), dt)  # aux: tanh(c') or W_hn h + b_hn
-                gates = xw.reshape(N, cfg.gates, H).transpose(1, 0, 2)  # the gate-major view the cell steps take
+                gates = gate_major(xw, cfg.gates)  # the view the cell steps take
                 args = {"lstm": (gates, h, c, h, c, aux, prep, rec, tmp), "gru": (gates, h, h, aux, prep, rec, tmp),
                         "rnn": (gates, h, h, prep, rec)}[cfg.cell]
                 step = functools.partial(model.cell.step, *args)

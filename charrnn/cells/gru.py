@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, sum_rows, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -47,7 +47,7 @@ def step(a, h, h_out, ghn, prep, rec, tmp):
     """One time step of N streams.  a (3, N, H): scaled input-side pre-activations, overwritten with r, z, n.
     h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (N, 3H) scratch."""
     np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-    rec = rec.reshape(rec.shape[0], 3, -1).transpose(1, 0, 2)  # its gate-major view
+    rec = gate_major(rec, 3)
     r_z = a[:2]
     r_z += rec[:2]
     np.add(rec[2], prep["b_hn"], out=ghn)
@@ -118,7 +118,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
         fold(P[:, block], tmp_all[block], acts[:, block], hs[block], ghn[block])
         for t in range(block.stop - 1, block.start - 1, -1):
-            g, dn, pt = dG[t].reshape(N, G, H).transpose(1, 0, 2), dX[t, :, 2 * H :], P[:, t]
+            g, dn, pt = gate_major(dG[t], G), dX[t, :, 2 * H :], P[:, t]
             np.add(dhs[t], dh_next, out=dh)
             np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
             np.multiply(dh, pt[2], out=dn)  # d(pre_n)

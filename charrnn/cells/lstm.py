@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, scaled_transpose, sum_rows, time_blocks
+from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:
@@ -74,7 +74,7 @@ def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     k, peephole = prep["gate"], prep["peephole"]
     if rec is not None:
         np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-        a += rec.reshape(rec.shape[0], -1, h.shape[1]).transpose(1, 0, 2)  # read gate-major
+        a += gate_major(rec, len(a))
     if peephole:
         a[k["i"]] += np.multiply(prep["peep"]["i"], c, out=tmp)
         if not prep["coupled"]:
@@ -205,7 +205,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     dh = ws.get("dh", (N, H), dtype)
     dh_next = ws.get("dh_next", (N, H), dtype)
     d_rows = ws.get("d_rows", (T, N, G * H), dtype)
-    d_pre = d_rows.reshape(T, N, G, H).transpose(2, 0, 1, 3)  # the same rows, gate-major
+    d_pre = gate_major(d_rows, G)  # the same rows, gate by gate
     dc = ws.get("dc", (N, H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     if dstateT is None:

@@ -57,6 +57,16 @@ def scaled_transpose(W: np.ndarray, scale: np.ndarray | None = None) -> np.ndarr
     return out
 
 
+def gate_major(a: np.ndarray, gates: int) -> np.ndarray:
+    """(..., G*H), the gates side by side as a GEMM writes or reads them, as a (G, ..., H) view: gate by gate,
+    as the cells' element-wise steps take them.  No copy.  Some steps call it at every time step, (N, G*H) the
+    case kept short."""
+    if a.ndim == 2:
+        return a.reshape(a.shape[0], gates, -1).transpose(1, 0, 2)
+    *lead, GH = a.shape
+    return a.reshape(*lead, gates, GH // gates).transpose(len(lead), *range(len(lead)), len(lead) + 1)
+
+
 def sum_rows(a: np.ndarray) -> np.ndarray:
     """(..., M, K) -> (..., K), the sum over M (a bias gradient over a chunk's rows) as ones @ a: BLAS's GEMV
     runs on both cores and took half the time of a.sum over those axes (LSTM, B 64, T 64, H 128-512)."""
