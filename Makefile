@@ -24,8 +24,9 @@ lint: $(STAMP)
 corpus: $(STAMP)
 	$(PY) corpora/prepare.py shakespeare
 
+# A demo: each run starts afresh, replacing the checkpoints of the one before.
 train: corpus
-	$(VENV)/bin/charrnn train corpora/shakespeare.txt --preset default --time-limit $(TIME_LIMIT)
+	$(VENV)/bin/charrnn train corpora/shakespeare.txt --preset default --time-limit $(TIME_LIMIT) --overwrite
 	$(VENV)/bin/charrnn sample --temp 0.8 --length 600
 
 clean:

@@ -39,7 +39,7 @@ def main() -> None:
     out = RESULTS / f"quality-{name}"
     command = [sys.executable, "-m", "charrnn", "train", str(args.corpus), "--preset", args.preset,
                "--time-limit", args.time_limit, "--val-frac", "0.1", "--save-every", "100000", "--out", str(out),
-               "--quiet", *(["--eval-every", args.eval_every] if args.eval_every else []), *extra]
+               "--overwrite", "--quiet", *(["--eval-every", args.eval_every] if args.eval_every else []), *extra]
     print("$", " ".join(command), flush=True)
     started = time.monotonic()
     subprocess.run(command, check=True)

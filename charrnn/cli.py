@@ -125,9 +125,11 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(BOOK, "--resume", is_flag=False, flag_value="", default=None, metavar="[PATH]",
      help="Continue a run from PATH, a checkpoint or a directory's latest.npz (default OUT/latest.npz).")
 @opt(BOOK, "--force", is_flag=True, help="Resume even if the corpus changed since the checkpoint.")
+@opt(BOOK, "--overwrite", is_flag=True,
+     help="Replace the checkpoints of another run in OUT (else a new run refuses to start there).")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
 @click.pass_context
-def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
+def train(ctx, corpus, out, preset, resume, force, overwrite, quiet, cache, **options):
     """Train a model on the text file CORPUS."""
     explicit = {k for k in options if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                         ParameterSource.ENVIRONMENT)}
@@ -137,13 +139,16 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
         if resume is not None:
             if ctx.get_parameter_source("preset") == ParameterSource.COMMANDLINE:
                 raise CharrnnError("--preset cannot be combined with --resume: a resumed run keeps its configuration")
-            ck = checkpoint.load(resume_path(resume, out))
+            source = resume_path(resume, out)
+            ck = checkpoint.load(source)
             settings = resolve_resume(ck, options, explicit)
         else:
             chosen = PRESETS[preset]
             if explicit & set(LENGTH_FIELDS):  # the user's length replaces the preset's entirely
                 chosen = {k: v for k, v in chosen.items() if k not in LENGTH_FIELDS}
             settings = {**DEFAULTS, **chosen, **{k: options[k] for k in explicit}}
+        if not overwrite:
+            refuse_other_run(out, None if ck is None else source)
         model_settings = {k: settings[k] for k in MODEL_FIELDS}
         train_cfg = TrainConfig(**{k: settings[k] for k in TRAIN_FIELDS})
         data = read_corpus(corpus, train_cfg.encoding, vocab=ck.vocab if ck else None, cache=cache)
@@ -167,6 +172,17 @@ def train(ctx, corpus, out, preset, resume, force, quiet, cache, **options):
         click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} "
                    f"(resume with --resume)", err=True)
     sys.exit(outcome.exit_code)
+
+
+def refuse_other_run(out: Path, source: Path | None) -> None:
+    """Nothing is lost: a new run (or one resumed from elsewhere) would replace the checkpoints of the run that
+    OUT holds, so it stops first, saying how to go on."""
+    if source is not None and source.resolve().parent == out.resolve():
+        return  # continuing OUT's own run
+    held = [name for name in CHECKPOINT_NAMES if (out / name).is_file()]
+    if held:
+        raise CharrnnError(f"{out} holds another run's {' and '.join(held)}; continue it with --resume, replace it "
+                           f"with --overwrite, or train into another directory with --out")
 
 
 def resume_path(resume: str, out: Path) -> Path:

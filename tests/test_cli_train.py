@@ -1,6 +1,7 @@
 """`charrnn train` through click's CliRunner and the installed entry point: runs, presets, resume and every
 bad input — one clear line on stderr, a non-zero exit, no traceback, no damaged file."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,21 @@ def test_resume_from_a_directory_takes_its_latest(tmp_path, corpus):
     result = train(corpus, "--out", tmp_path / "next", "--steps", "15", "--resume", out)
     assert result.exit_code == 0, result.output
     assert [h["step"] for h in checkpoint.load(tmp_path / "next" / "latest.npz").meta["history"]] == [5, 10, 15]
+
+
+def test_a_new_run_never_replaces_another_runs_checkpoints(tmp_path, corpus):
+    out = tmp_path / "ck"
+    assert train(corpus, "--out", out, "--steps", "10", *SMALL).exit_code == 0
+    held = {name: (out / name).read_bytes() for name in ("latest.npz", "best.npz")}
+    assert_one_line_error(train(corpus, "--out", out, "--steps", "5", *SMALL), 1,
+                          "holds another run's best.npz and latest.npz; continue it with --resume")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out, elsewhere)
+    assert_one_line_error(train(corpus, "--out", out, "--steps", "15", "--resume", elsewhere), 1, "--overwrite")
+    assert {name: (out / name).read_bytes() for name in held} == held
+    assert train(corpus, "--out", out, "--steps", "15", "--resume", out / "latest.npz").exit_code == 0  # its own
+    assert train(corpus, "--out", out, "--steps", "5", *SMALL, "--overwrite").exit_code == 0
+    assert checkpoint.load(out / "latest.npz").meta["progress"]["step"] == 5
 
 
 def test_presets_and_explicit_overrides(tmp_path, corpus):
