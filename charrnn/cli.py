@@ -69,7 +69,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Characters per chunk: the truncation length of backpropagation through time.")
 @opt(DATA, "--batch-size", "-B", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
      help="Parallel streams the corpus is cut into.")
-@opt(DATA, "--val-frac", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
+@opt(DATA, "--val-frac", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
 @opt(DATA, "--rotate/--no-rotate", default=DEFAULTS["rotate"],
      help="Start each epoch after the first at a fresh random offset into the training split, so the chunks "
@@ -80,30 +80,31 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(MODEL, "--model", "cell", type=click.Choice(list(CELLS)), default=DEFAULTS["cell"], help="Recurrent cell type.")
 @opt(MODEL, "--layers", "-L", type=click.IntRange(min=1), default=DEFAULTS["layers"], help="Stacked layers.")
 @opt(MODEL, "--hidden", "-H", type=click.IntRange(min=1), default=DEFAULTS["hidden"], help="Units per layer.")
-@opt(MODEL, "--dropout", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["dropout"],
+@opt(MODEL, "--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["dropout"],
      help="Dropout between layers and before the decoder.")
 @opt(MODEL, "--peephole/--no-peephole", default=DEFAULTS["peephole"], help="LSTM peephole connections.")
 @opt(MODEL, "--coupled/--no-coupled", default=DEFAULTS["coupled"], help="LSTM coupled input-forget gates (f = 1 - i).")
 @opt(MODEL, "--dtype", type=click.Choice(DTYPES), default=DEFAULTS["dtype"], help="Floating-point type.")
 @opt(OPTIM, "--optimizer", type=click.Choice(list(OPTIMIZERS)), default=DEFAULTS["optimizer"], help="Optimiser.")
-@opt(OPTIM, "--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"], help="Learning rate.")
+@opt(OPTIM, "--lr", type=FiniteFloatRange(min=0, min_open=True), default=DEFAULTS["lr"], help="Learning rate.")
 @opt(OPTIM, "--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default=DEFAULTS["lr_schedule"],
      help="constant; step: x--lr-decay per epoch after --lr-decay-after epochs; cosine: down to --lr-min x lr "
           "over --steps or --epochs, else over --time-limit.")
 @opt(OPTIM, "--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"], help="Steps of linear warm-up.")
-@opt(OPTIM, "--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=DEFAULTS["lr_decay"],
+@opt(OPTIM, "--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=DEFAULTS["lr_decay"],
      help="Step schedule: factor per epoch.")
-@opt(OPTIM, "--lr-decay-after", type=click.FloatRange(min=0), default=DEFAULTS["lr_decay_after"],
+@opt(OPTIM, "--lr-decay-after", type=FiniteFloatRange(min=0), default=DEFAULTS["lr_decay_after"],
      help="Step schedule: epochs before decay starts.")
-@opt(OPTIM, "--lr-min", type=click.FloatRange(0, 1), default=DEFAULTS["lr_min"],
+@opt(OPTIM, "--lr-min", type=FiniteFloatRange(0, 1), default=DEFAULTS["lr_min"],
      help="Cosine schedule: final learning rate as a fraction of --lr.")
-@opt(OPTIM, "--clip", type=float, default=DEFAULTS["clip"], help="Gradient clipping threshold; 0 turns it off.")
+@opt(OPTIM, "--clip", type=FiniteFloatRange(min=0), default=DEFAULTS["clip"],
+     help="Gradient clipping threshold; 0 turns it off.")
 @opt(OPTIM, "--clip-mode", type=click.Choice(["norm", "value"]), default=DEFAULTS["clip_mode"],
      help="norm: rescale by the global norm; value: clamp each element (char-rnn).")
-@opt(OPTIM, "--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
+@opt(OPTIM, "--weight-decay", type=FiniteFloatRange(min=0), default=DEFAULTS["weight_decay"],
      help="Weight decay of the weight matrices (decoupled with adamw).")
 @opt(LENGTH, "--steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
-@opt(LENGTH, "--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@opt(LENGTH, "--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
      help="Stop after this many passes over the training split in total.")
 @opt(LENGTH, "--time-limit", type=Duration(), default=None,
      help="Stop after this much training time in total (a resumed run counts its earlier time): 90s, 10m, 2h.")

@@ -141,9 +141,19 @@ def test_bad_corpora(tmp_path, make, fragment):
     (["--time-limit", "soon"], "not a duration"),
     (["--batch-size", "0"], "--batch-size"),
     (["--clip-mode", "sometimes"], "--clip-mode"),
+    (["--clip", "-1"], "--clip"),
+    (["--clip", "nan"], "not a finite number"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "nan"], "not a finite number"),
+    (["--lr-min", "nan"], "not a finite number"),
+    (["--weight-decay", "inf"], "not a finite number"),
+    (["--dropout", "nan"], "not a finite number"),
+    (["--epochs", "inf"], "not a finite number"),
 ])
-def test_bad_option_values_exit_2(corpus, args, fragment):
-    assert_one_line_error(train(corpus, *args), 2, fragment)
+def test_bad_option_values_exit_2(tmp_path, corpus, args, fragment):
+    out = tmp_path / "ck"  # a value let through would train one step there, and fail the test quickly
+    assert_one_line_error(train(corpus, "--out", out, "--steps", "1", *SMALL, *args), 2, fragment)
+    assert not out.exists()
 
 
 def test_cosine_needs_a_length(tmp_path, corpus):
