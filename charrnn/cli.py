@@ -120,7 +120,8 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Characters per sample printed during training.")
 @opt(BOOK, "--log-every", type=click.IntRange(min=1), default=DEFAULTS["log_every"],
      help="Steps between log lines when the output is not a terminal.")
-@opt(BOOK, "--seed", type=int, default=DEFAULTS["seed"], help="Random seed: same seed, corpus and options, same run.")
+@opt(BOOK, "--seed", type=click.IntRange(min=0), default=DEFAULTS["seed"],
+     help="Random seed: same seed, corpus and options, same run.")
 @opt(BOOK, "--preset", type=click.Choice(list(PRESETS)), default="default",
      help="Named configuration; explicit options override it.")
 @opt(BOOK, "--resume", is_flag=False, flag_value="", default=None, metavar="[PATH]",

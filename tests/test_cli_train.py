@@ -149,6 +149,7 @@ def test_bad_corpora(tmp_path, make, fragment):
     (["--weight-decay", "inf"], "not a finite number"),
     (["--dropout", "nan"], "not a finite number"),
     (["--epochs", "inf"], "not a finite number"),
+    (["--seed", "-1"], "--seed"),
 ])
 def test_bad_option_values_exit_2(tmp_path, corpus, args, fragment):
     out = tmp_path / "ck"  # a value let through would train one step there, and fail the test quickly
