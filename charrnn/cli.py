@@ -300,7 +300,9 @@ def write_samples(pieces) -> None:
               help="Softmax temperature: the logits are divided by it. Below 1 is safer, above 1 wilder.")
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000,
               help="Characters to generate per sample (the prime not counted).")
-@click.option("--prime", "-p", default="", help="Text to start from: it warms up the model and is printed first.")
+@click.option("--prime", "-p", type=Escaped(allow_empty=True), default="",
+              help="Text to start from: it warms up the model and is printed first; \\n is a newline, \\\\ a "
+                   "backslash.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Random seed: same seed, checkpoint and options give the same text. Default: a fresh one.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,

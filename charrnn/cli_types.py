@@ -11,15 +11,19 @@ ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
 class Escaped(click.ParamType):
-    """Text in which \\n, \\t, \\r and \\\\ stand for newline, tab, carriage return and backslash."""
+    """Text in which \\n, \\t, \\r and \\\\ stand for newline, tab, carriage return and backslash; empty
+    text is refused unless allow_empty."""
 
     name = "text"
+
+    def __init__(self, allow_empty: bool = False):
+        self.allow_empty = allow_empty
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str):
             return value
         text = re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), value)
-        if not text:
+        if not text and not self.allow_empty:
             self.fail("must not be empty", param, ctx)
         return text
 

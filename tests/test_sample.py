@@ -318,6 +318,13 @@ def test_cli_prints_the_prime_and_the_text(abc):
     assert result.stdout == "abcabcabcabca\n"  # prime included, one closing newline
 
 
+def test_cli_prime_understands_escapes_as_stop_at_does(prose):
+    """-p 'heron.\\nthe' primes with a newline in it, as --stop-at '\\n' stops at one."""
+    escaped = run("sample", prose, "--greedy", "-n", "20", "-p", "heron.\\nthe")
+    assert escaped.exit_code == 0 and escaped.stdout.startswith("heron.\nthe")
+    assert escaped.stdout == run("sample", prose, "--greedy", "-n", "20", "-p", "heron.\nthe").stdout
+
+
 def test_cli_same_seed_same_text(prose):
     first = run("sample", prose, "--seed", "5", "-n", "200", "-t", "0.9", "--top-k", "10")
     again = run("sample", prose, "--seed", "5", "-n", "200", "-t", "0.9", "--top-k", "10")
