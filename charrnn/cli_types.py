@@ -40,7 +40,7 @@ class FiniteFloatRange(click.FloatRange):
 
 
 class Duration(click.ParamType):
-    """A wall-clock duration: 90s, 10m, 2h, 1h30m, or plain seconds."""
+    """A wall-clock duration longer than 0: 90s, 10m, 2h, 1h30m, or plain seconds."""
 
     name = "duration"
     UNITS = {"h": 3600, "m": 60, "s": 1}
@@ -49,12 +49,15 @@ class Duration(click.ParamType):
         if isinstance(value, (int, float)):
             return float(value)
         text = str(value).strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
+        if re.fullmatch(r"\d+(\.\d+)?", text):  # plain seconds
+            text += "s"
         parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
         if not parts or "".join(n + u for n, u in parts) != text:
             self.fail(f"{value!r} is not a duration such as 90s, 10m, 2h or 1h30m", param, ctx)
-        return sum(float(n) * self.UNITS[u] for n, u in parts)
+        seconds = sum(float(n) * self.UNITS[u] for n, u in parts)
+        if seconds <= 0:
+            self.fail(f"{value!r} is no time at all; give a duration such as 90s, 10m or 2h", param, ctx)
+        return seconds
 
 
 class GroupedCommand(click.Command):

@@ -150,6 +150,7 @@ def test_bad_corpora(tmp_path, make, fragment):
     (["--dropout", "nan"], "not a finite number"),
     (["--epochs", "inf"], "not a finite number"),
     (["--seed", "-1"], "--seed"),
+    (["--time-limit", "0s"], "no time at all"),
 ])
 def test_bad_option_values_exit_2(tmp_path, corpus, args, fragment):
     out = tmp_path / "ck"  # a value let through would train one step there, and fail the test quickly
