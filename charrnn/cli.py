@@ -33,7 +33,7 @@ from charrnn.optim import OPTIMIZERS
 from charrnn.presets import PRESETS
 from charrnn.progress import TrainingReporter, format_bytes, print_summary
 from charrnn.sample import stream
-from charrnn.train import TrainConfig, Trainer
+from charrnn.train import BEST, LATEST, TrainConfig, Trainer
 from charrnn.views import evaluation, inspection
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
@@ -42,6 +42,8 @@ TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 SHAPE_FIELDS = ("cell", "layers", "hidden", "peephole", "coupled", "dtype")  # fixed once a run has started
 DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "rotate", "optimizer")  # fixed too: stream layout, optimiser
 LENGTH_FIELDS = ("steps", "epochs", "time_limit")
+DEFAULT_OUT = Path("checkpoints")  # train's --out, and where sample looks when given no CHECKPOINT
+CHECKPOINT_NAMES = (BEST, LATEST)  # what train writes into --out, in the order a CHECKPOINT directory is read
 DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
             **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}
 
@@ -108,7 +110,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Stop after this many passes over the training split in total.")
 @opt(LENGTH, "--time-limit", type=Duration(), default=None,
      help="Stop after this much training time in total (a resumed run counts its earlier time): 90s, 10m, 2h.")
-@opt(BOOK, "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
+@opt(BOOK, "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
      help="Directory for latest.npz and best.npz.")
 @opt(BOOK, "--eval-every", type=click.IntRange(min=1), default=DEFAULTS["eval_every"],
      help="Steps between validation runs.")
@@ -191,7 +193,7 @@ def resume_path(resume: str, out: Path) -> Path:
     """--resume's file: PATH as named; a directory's latest.npz (the run's last state, where best.npz may be
     older); with no PATH, OUT's latest.npz."""
     path = Path(resume or out)
-    return path / "latest.npz" if not resume or path.is_dir() else path
+    return path / LATEST if not resume or path.is_dir() else path
 
 
 def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> dict:
@@ -237,8 +239,6 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
 
 # -- sample, inspect, eval, export -----------------------------------------------------------------------------
 
-DEFAULT_OUT = Path("checkpoints")  # train's --out
-CHECKPOINT_NAMES = ("best.npz", "latest.npz")  # what train writes there: best first, it has the lowest val loss
 SEPARATOR = "-" * 40  # the line printed between the samples of --num-samples
 
 

@@ -25,6 +25,8 @@ from charrnn.optim import clip_gradients, make_optimizer
 from charrnn.parallel import Sharded, WorkerDied
 from charrnn.sample import sample_text
 
+LATEST, BEST = "latest.npz", "best.npz"  # the checkpoints a run keeps in its --out: its last state, its best val
+
 
 @dataclass
 class TrainConfig:
@@ -227,7 +229,7 @@ class Trainer:
             norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
         if not math.isfinite(loss) or not math.isfinite(norm):
             what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
-            last = self.out / "latest.npz"
+            last = self.out / LATEST
             kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
             raise Diverged(f"training diverged at step {self.step + 1}: {what}; {kept}; "
                            f"try a lower --lr (now {lr:g}) or a smaller --clip")
@@ -252,7 +254,7 @@ class Trainer:
                              "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.run_time, 3)})
         if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):
             self.best_val, self.best_step = val, self.step
-            self.save("best.npz")
+            self.save(BEST)
         self._report_eval(val, train_loss, chars_per_s)
         return val
 
@@ -292,15 +294,15 @@ class Trainer:
                         interval_loss, interval_steps, interval_chars, interval_time = 0.0, 0, 0, 0.0
                         last_tick = time.monotonic()  # validation time is not training time
                     if self.step % cfg.save_every == 0:
-                        self.save("latest.npz")
+                        self.save(LATEST)
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         rep.log(self._sample())
                         last_tick = time.monotonic()
                 if interval_steps:  # a final evaluation so history and best.npz are up to date
                     val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
-                path = self.save("latest.npz")
+                path = self.save(LATEST)
         except WorkerDied as e:  # the failed step changed nothing: keep every finished one
-            path = self.save("latest.npz")
+            path = self.save(LATEST)
             raise WorkerDied(f"{e}; {path} holds step {self.step}, and --resume continues from it") from None
         finally:
             for s, h in handlers.items():
@@ -313,7 +315,7 @@ class Trainer:
             "reason": reason, "steps": self.step, "steps_this_run": self.step - start_step,
             "epochs": self.epoch_progress, "time": time.monotonic() - started, "elapsed_total": self.elapsed,
             "best_val_loss": self.best_val, "best_step": self.best_step, "last_val_loss": val,
-            "latest": str(path), "best": str(self.out / "best.npz") if self.best_val is not None else None,
+            "latest": str(path), "best": str(self.out / BEST) if self.best_val is not None else None,
         })
 
     def _report_eval(self, val, train_loss, speed) -> None:
