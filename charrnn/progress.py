@@ -10,6 +10,7 @@ import sys
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from tqdm import tqdm
 
 from charrnn.train import LN2, Reporter
@@ -50,7 +51,7 @@ class TrainingReporter(Reporter):
         table.add_column(style="bold cyan")
         table.add_column()
         for key, value in info.items():
-            table.add_row(key, str(value))
+            table.add_row(key, Text(str(value)))  # file names are text, never markup
         self.console.print(table)
 
     def update(self, s: dict) -> None:
@@ -110,7 +111,7 @@ def print_summary(console: Console, summary: dict) -> None:
     if best is not None and math.isfinite(best):
         table.add_row("best val loss",
                       f"{best:.4f} nats/char = {best / LN2:.3f} bits/char (step {summary['best_step']})")
-    table.add_row("latest", summary["latest"])
+    table.add_row("latest", Text(summary["latest"]))
     if summary["best"]:
-        table.add_row("best", summary["best"])
+        table.add_row("best", Text(summary["best"]))
     console.print(table)

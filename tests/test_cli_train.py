@@ -49,6 +49,19 @@ def test_train_writes_checkpoints_logs_and_summary(tmp_path, corpus):
     assert ck.meta["progress"]["step"] == 10 and ck.model.cfg.hidden == 16
 
 
+def test_file_names_print_as_they_are_never_as_rich_markup(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short paths, which fit the table
+    corpus = Path("notes[b].txt")  # "[b]" would be rich's bold tag, shown as "notes.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    out = Path("runs[red]")
+    result = train(corpus, "--out", out, "--steps", "5", *SMALL)
+    assert result.exit_code == 0, result.output
+    banner = result.stdout[: result.stdout.index("step 5")]
+    assert "notes[b].txt:" in banner and f"output    {out}" in banner
+    summary = result.stdout[result.stdout.index("charrnn train: done"):]
+    assert str(out / "latest.npz") in summary and str(out / "best.npz") in summary
+
+
 def test_quiet_prints_only_the_summary(tmp_path, corpus):
     result = train(corpus, "--out", tmp_path / "ck", "--steps", "10", "--quiet", "--log-every", "1", *SMALL)
     assert result.exit_code == 0
