@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,18 @@ class Corpus:
             raise CharrnnError(f"val_frac must be in [0, 1), got {val_frac}")
         n_val = int(round(len(self.data) * val_frac))
         return self.data[: len(self.data) - n_val], self.data[len(self.data) - n_val :]
+
+    def reindexed(self, vocab: Vocab, path=None) -> Corpus:
+        """The same text as indices into vocab, which must hold every character of self.vocab (a resumed run's
+        vocabulary, or one a fine-tuning run extended).  A memory-mapped index array becomes one in memory."""
+        if vocab == self.vocab:
+            return self
+        unknown = [ch for ch in self.vocab.chars if ch not in vocab]
+        if unknown:
+            raise CharrnnError(f"{path or self.name} has {len(unknown)} character(s) outside the vocabulary: "
+                               f"{describe_chars(unknown)}")
+        data = vocab.encode_code_points(self.vocab.code_points).astype(vocab.dtype)[self.data]
+        return replace(self, vocab=vocab, data=data)
 
 
 def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.ndarray]:
@@ -141,13 +153,8 @@ def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label
             for block in blocks():
                 data[at : at + block.size] = block
                 at += block.size
-    if vocab is not None and vocab != found:
-        unknown = [ch for ch in found.chars if ch not in vocab]
-        if unknown:
-            raise CharrnnError(f"{path} has {len(unknown)} character(s) outside the vocabulary: "
-                               f"{describe_chars(unknown)}")
-        data = vocab.encode_code_points(found.code_points).astype(vocab.dtype)[data]  # re-index
-    return Corpus(name=path.name, size=path.stat().st_size, sha256=sha256, vocab=vocab or found, data=data)
+    read = Corpus(name=path.name, size=path.stat().st_size, sha256=sha256, vocab=found, data=data)
+    return read if vocab is None else read.reindexed(vocab, path)
 
 
 def corpus_from_text(text: str, name: str = "<text>") -> Corpus:
