@@ -27,6 +27,7 @@ from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import VAL_STREAMS, evaluate_file
 from charrnn.export import export, torch_module_text
+from charrnn.finetune import InitFrom
 from charrnn.inspect import describe
 from charrnn.model import DTYPES, ModelConfig
 from charrnn.optim import OPTIMIZERS
@@ -34,7 +35,7 @@ from charrnn.presets import PRESETS
 from charrnn.progress import TrainingReporter, format_bytes, print_summary
 from charrnn.sample import stream
 from charrnn.train import BEST, LATEST, TrainConfig, Trainer
-from charrnn.views import evaluation, inspection
+from charrnn.views import evaluation, inspection, started_from
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
@@ -128,19 +129,24 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Named configuration; explicit options override it.")
 @opt(BOOK, "--resume", is_flag=False, flag_value="", default=None, metavar="[PATH]",
      help="Continue a run from PATH, a checkpoint or a directory's latest.npz (default OUT/latest.npz).")
+@opt(BOOK, "--init-from", type=click.Path(path_type=Path), default=None, metavar="CHECKPOINT",
+     help="Start a new run from a trained model (a checkpoint, or a directory's best.npz) to fine-tune it on "
+          "CORPUS: its shape and weights, a fresh optimiser; characters it lacks extend its vocabulary.")
 @opt(BOOK, "--force", is_flag=True, help="Resume even if the corpus changed since the checkpoint.")
 @opt(BOOK, "--overwrite", is_flag=True,
      help="Replace the checkpoints of another run in OUT (else a new run refuses to start there).")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
 @click.pass_context
-def train(ctx, corpus, out, preset, resume, force, overwrite, quiet, cache, **options):
+def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, **options):
     """Train a model on the text file CORPUS."""
     explicit = {k for k in options if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                         ParameterSource.ENVIRONMENT)}
     console = Console(highlight=False)
     try:
-        ck = None
+        ck = start = None
         if resume is not None:
+            if init_from is not None:
+                raise CharrnnError("--init-from starts a new run and --resume continues one; give only one of them")
             if ctx.get_parameter_source("preset") == ParameterSource.COMMANDLINE:
                 raise CharrnnError("--preset cannot be combined with --resume: a resumed run keeps its configuration")
             source = resume_path(resume, out)
@@ -151,6 +157,10 @@ def train(ctx, corpus, out, preset, resume, force, overwrite, quiet, cache, **op
             if explicit & set(LENGTH_FIELDS):  # the user's length replaces the preset's entirely
                 chosen = {k: v for k, v in chosen.items() if k not in LENGTH_FIELDS}
             settings = {**DEFAULTS, **chosen, **{k: options[k] for k in explicit}}
+            if init_from is not None:
+                path = find_checkpoint(init_from)
+                start = InitFrom(path, checkpoint.load(path))
+                settings = resolve_init_from(start.checkpoint, settings, explicit)
         if not overwrite:
             refuse_other_run(out, None if ck is None else source)
         model_settings = {k: settings[k] for k in MODEL_FIELDS}
@@ -160,10 +170,12 @@ def train(ctx, corpus, out, preset, resume, force, overwrite, quiet, cache, **op
             raise CharrnnError(f"{corpus} differs from the corpus this checkpoint was trained on "
                                f"(SHA-256 {data.sha256[:12]}... vs {ck.meta['corpus']['sha256'][:12]}...); "
                                f"pass --force to resume anyway")
+        if start:
+            data = data.reindexed(start.vocab_for(data.vocab))
         model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_settings)
         check_writable(out)
         trainer = Trainer(data, model_cfg, train_cfg, out, TrainingReporter(quiet, train_cfg.log_every, console),
-                          resume=ck)
+                          resume=ck, init_from=start)
         trainer.reporter.start(banner(data, trainer, model_cfg, train_cfg, preset if not ck else "resumed"))
         outcome = trainer.run()
     except KeyboardInterrupt:
@@ -201,11 +213,26 @@ def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> d
     settings = {**DEFAULTS, **ck.meta.get("train", {}), **ck.meta["model"]}
     for name in (*SHAPE_FIELDS, *DATA_FIELDS, "encoding"):
         if name in explicit and options[name] != settings[name]:
-            flag = "--model" if name == "cell" else "--" + name.replace("_", "-")
-            raise CharrnnError(f"{flag} {options[name]} differs from the checkpoint's {settings[name]}; "
+            raise CharrnnError(f"{flag(name)} {options[name]} differs from the checkpoint's {settings[name]}; "
                                f"the model, data layout and optimiser cannot change on resume")
     settings.update({k: options[k] for k in explicit})
     return settings
+
+
+def resolve_init_from(ck: checkpoint.Checkpoint, settings: dict, explicit: set) -> dict:
+    """A new run from a trained model: the model (its shape, and its dropout unless given) is the checkpoint's;
+    the training is the new run's own settings."""
+    model = {k: v for k, v in asdict(ck.model.cfg).items() if k in MODEL_FIELDS}
+    for name in SHAPE_FIELDS:
+        if name in explicit and settings[name] != model[name]:
+            raise CharrnnError(f"{flag(name)} {settings[name]} differs from --init-from's {model[name]}; a "
+                               f"fine-tuned model keeps the shape it was trained with")
+    return {**settings, **{k: v for k, v in model.items() if k not in explicit}}
+
+
+def flag(name: str) -> str:
+    """The train option that sets a configuration field."""
+    return "--model" if name == "cell" else "--" + name.replace("_", "-")
 
 
 def check_writable(out: Path) -> None:
@@ -233,6 +260,7 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
         "length": ", ".join(x for x in length if x) or "until Ctrl-C",
         "position": f"step {trainer.step:,}, epoch {trainer.epoch_progress:.2f}",
         "preset": preset,
+        **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
         "output": str(trainer.out),
     }
 

@@ -86,5 +86,6 @@ def describe(path) -> dict:
                      "total_steps": schedule.get("total_steps"),
                      **{k: train.get(k) for k in ("warmup", "lr_decay", "lr_decay_after", "lr_min")}},
         "corpus": {k: corpus.get(k) for k in ("name", "size", "sha256", "chars", "train_chars", "val_chars")},
+        "init_from": origin if isinstance(origin := meta.get("init_from"), dict) else None,  # a fine-tuning run's
         "history": history,
     }

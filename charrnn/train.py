@@ -20,6 +20,7 @@ from charrnn import checkpoint
 from charrnn.data import Corpus, Streams
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2, VAL_STREAMS, score
+from charrnn.finetune import InitFrom
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_gradients, make_optimizer
 from charrnn.parallel import Sharded, WorkerDied
@@ -118,10 +119,12 @@ def epoch_offset(cfg: TrainConfig, epoch: int, n: int) -> int:
 
 
 class Trainer:
-    """One run of training, fresh or resumed from a checkpoint."""
+    """One run of training: fresh, resumed from a checkpoint, or a new run from a trained model's weights
+    (init_from; the corpus's vocabulary is then InitFrom.vocab_for's)."""
 
     def __init__(self, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, out_dir,
-                 reporter: Reporter | None = None, resume: checkpoint.Checkpoint | None = None):
+                 reporter: Reporter | None = None, resume: checkpoint.Checkpoint | None = None,
+                 init_from: InitFrom | None = None):
         self.corpus, self.cfg, self.out = corpus, cfg, Path(out_dir)
         self.reporter = reporter or Reporter()
         self.train_data, self.val_data = corpus.split(cfg.val_frac)
@@ -133,7 +136,11 @@ class Trainer:
         self._offset = None  # (epoch, its stream offset)
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
-            self.model = Model.create(model_cfg, self.rng)
+            if init_from is None:
+                self.model = Model.create(model_cfg, self.rng)
+            else:
+                self.model = Model(model_cfg, init_from.params_for(model_cfg, corpus.vocab, self.rng))
+            self.init_from = init_from.provenance() if init_from else None
             self.optim = make_optimizer(cfg.optimizer, self.model.params, cfg.weight_decay)
             self.state = self.model.initial_state(cfg.batch_size)
             self.step = self.epoch = self.chunk = self.chars_seen = 0
@@ -146,6 +153,8 @@ class Trainer:
         meta, progress = ck.meta, ck.meta.get("progress")
         if progress is None or "rng" not in meta:
             raise CharrnnError("checkpoint has no training progress to resume from")
+        if ck.vocab != self.corpus.vocab:
+            raise CharrnnError("the corpus is not encoded with the checkpoint's vocabulary (Corpus.reindexed)")
         self.model = ck.model
         self.optim = make_optimizer(self.cfg.optimizer, self.model.params, self.cfg.weight_decay)
         self.optim.load_state_dict(ck.optim)
@@ -159,6 +168,7 @@ class Trainer:
         if self.chunk >= self.streams.chunks:
             raise CharrnnError("the checkpoint's stream position is past the end of this corpus's epoch")
         self.history = meta.get("history", [])
+        self.init_from = meta.get("init_from")
         self.best_val, self.best_step = meta.get("best_val_loss"), meta.get("best_step")
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -173,6 +183,7 @@ class Trainer:
             "schedule": {"name": cfg.lr_schedule, "lr": self.lr, "total_steps": self.total_steps},
             "rng": self.rng.bit_generator.state,
             "history": self.history,
+            "init_from": self.init_from,
             "best_val_loss": self.best_val,
             "best_step": self.best_step,
             "corpus": {"name": self.corpus.name, "size": self.corpus.size, "sha256": self.corpus.sha256,

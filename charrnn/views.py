@@ -28,6 +28,15 @@ def _loss(loss: dict | None) -> str:
     return f"{loss['nats_per_char']:.4f} nats/char = {loss['bits_per_char']:.3f} bits/char{at}"
 
 
+def started_from(origin: dict, vocab_size: int) -> str:
+    """Where a fine-tuning run started (finetune.InitFrom.provenance): the checkpoint, its step and corpus, and
+    the characters the new corpus added to its vocabulary of vocab_size."""
+    step, old = origin.get("step"), origin.get("vocab_size")
+    added = vocab_size - old if isinstance(old, int) else 0
+    return (f"{origin.get('path')} (step {_n(step) if isinstance(step, int) else '?'} on "
+            f"{origin.get('corpus') or '?'})" + (f", vocabulary {old} + {added} new" if added > 0 else ""))
+
+
 def _facts(rows: list[tuple[str, str | Text]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
@@ -102,6 +111,8 @@ def inspection(facts: dict, width: int = 80) -> Group:
                   + f" — {m['total_parameters']:,} parameters"),
         ("vocabulary", Text(f"{facts['vocabulary']['size']} symbols: {preview}", no_wrap=True, overflow="ellipsis")),
         ("training", _training(t) if t["steps"] is not None else missing),
+        *([("init from", started_from(facts["init_from"], facts["vocabulary"]["size"]))]
+          if facts["init_from"] else []),
         ("best val", _loss(v["best"])),
         ("last val", _loss(v["last"])),
         ("optimiser", f"{o['optimizer']}, lr {_n(o['lr'], 'g')}, clip {_n(o['clip'], 'g')} ({o['clip_mode']}), "

@@ -111,6 +111,34 @@ def test_a_new_run_never_replaces_another_runs_checkpoints(tmp_path, corpus):
     assert checkpoint.load(out / "latest.npz").meta["progress"]["step"] == 5
 
 
+def test_init_from_fine_tunes_a_trained_model_on_another_corpus(tmp_path, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short paths, which fit the banner
+    old = Path("old")
+    assert train(corpus, "--out", old, "--steps", "10", *SMALL).exit_code == 0
+    other = tmp_path / "songs.txt"
+    other.write_text(TEXT.replace("green", "GREEN ☘"), encoding="utf-8")  # 7 characters the model never saw
+    result = train(other, "--out", tmp_path / "new", "--init-from", old, "--steps", "5", "--dropout", "0",
+                   "-B", "4", "-T", "16", "--eval-every", "5")
+    assert result.exit_code == 0, result.output
+    assert f"init from  {old / 'best.npz'} (step 10 on bottles.txt), vocabulary" in result.stdout
+    ck = checkpoint.load(tmp_path / "new" / "latest.npz")
+    trained = checkpoint.load(old / "best.npz")
+    assert ck.vocab.chars == sorted(set(trained.vocab.chars) | set("GREN☘"))
+    assert (ck.model.cfg.hidden, ck.model.cfg.layers, ck.model.cfg.dropout) == (16, 1, 0.0)  # shape kept
+    assert ck.meta["progress"]["step"] == 5 and ck.meta["init_from"]["step"] == 10
+    assert "init from" in CliRunner().invoke(main, ["inspect", str(tmp_path / "new")]).stdout
+    for args, fragment in (
+        (["--hidden", "32"], "--hidden 32 differs from --init-from's 16"),
+        (["--model", "gru"], "--model gru differs from --init-from's lstm"),
+        (["--resume", old / "latest.npz"], "--init-from starts a new run and --resume continues one"),
+    ):
+        assert_one_line_error(train(other, "--out", tmp_path / "x", "--init-from", old, "--steps", "5", *args), 1,
+                              fragment)
+    assert_one_line_error(train(other, "--out", tmp_path / "x", "--init-from", tmp_path / "none.npz"), 1,
+                          "does not exist")
+    assert not (tmp_path / "x").exists()
+
+
 def test_presets_and_explicit_overrides(tmp_path, corpus):
     result = train(corpus, "--out", tmp_path / "ck", "--preset", "min-char-rnn", "--hidden", "24", "--steps", "3")
     assert result.exit_code == 0, result.output

@@ -94,6 +94,21 @@ def test_a_bare_checkpoint_without_training_metadata(tmp_path):
     assert result.exit_code == 0 and "no loss history recorded" in result.stdout and "none recorded" in result.stdout
 
 
+@pytest.mark.parametrize("origin, shown", [
+    ({"path": "old/best.npz", "step": 1200, "corpus": "plays.txt", "vocab_size": 2},
+     "old/best.npz (step 1,200 on plays.txt), vocabulary 2 + 1 new"),
+    ({"path": "old/best.npz", "step": "soon"}, "old/best.npz (step ? on ?)"),  # whatever a foreign file holds
+    ("not a record", None),
+])
+def test_a_fine_tuned_checkpoint_shows_where_it_started(tmp_path, origin, shown):
+    model = Model.create(ModelConfig(vocab_size=3, cell="rnn", hidden=4, layers=1), np.random.default_rng(0))
+    checkpoint.save(tmp_path / "tuned.npz", model, Vocab("abc"), {"init_from": origin})
+    result = run("inspect", tmp_path / "tuned.npz")
+    assert result.exit_code == 0, result.output
+    rows = [line.rstrip() for line in result.stdout.splitlines() if line.startswith("init from")]
+    assert rows == ([] if shown is None else [f"init from   {shown}"]), rows
+
+
 def test_non_finite_numbers_become_null(tmp_path):
     model = Model.create(ModelConfig(vocab_size=3, cell="rnn", hidden=4, layers=1), np.random.default_rng(0))
     meta = {"history": [{"step": 1, "train_loss": float("nan"), "val_loss": None}]}

@@ -13,6 +13,7 @@ import pytest
 
 from charrnn import checkpoint
 from charrnn.data import corpus_from_text
+from charrnn.errors import CharrnnError
 from charrnn.evaluate import VAL_STREAMS
 from charrnn.model import ModelConfig
 from charrnn.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate, validate
@@ -84,6 +85,12 @@ def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
     history = checkpoint.load(split / "latest.npz").meta["history"]
     steps = [h["step"] for h in history]
     assert steps == sorted(steps) and steps[0] == 5 and steps[-1] == 30  # history continues across the resume
+
+
+def test_resume_refuses_a_corpus_encoded_with_another_vocabulary(tmp_path):
+    make_trainer(tmp_path, 5).run()
+    with pytest.raises(CharrnnError, match="the checkpoint's vocabulary"):
+        make_trainer(tmp_path, 10, resume=True, text=TEXT.replace("z", "Z"))  # same size, other characters
 
 
 def test_same_seed_same_checkpoint(tmp_path):
