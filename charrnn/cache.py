@@ -34,7 +34,8 @@ def cache_paths(corpus: Path) -> list[Path]:
 
 def _fingerprint(corpus: Path, encoding: str) -> dict:
     st = corpus.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "encoding": encoding, "version": 1}
+    # version 2: a UTF-8 file's byte-order mark is no longer a character, so version 1 caches are rebuilt
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "encoding": encoding, "version": 2}
 
 
 def load_cache(corpus: Path, encoding: str) -> tuple[str, Vocab, np.ndarray] | None:

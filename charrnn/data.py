@@ -53,7 +53,9 @@ class Corpus:
 
 
 def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.ndarray]:
-    """Yield the file's code points block by block; decoding errors name the byte offset."""
+    """Yield the file's code points block by block; decoding errors name the byte offset.  A UTF-8 file's
+    leading byte-order mark (Windows editors write one) is not text and is skipped, as Python's utf-8-sig does;
+    UTF-16 and UTF-32 decoders consume theirs."""
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
@@ -65,6 +67,14 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.nd
     offset = 0
     try:
         with open(path, "rb") as f:
+            if codec.name == "utf-8":
+                head = f.read(len(codecs.BOM_UTF8))
+                if head == codecs.BOM_UTF8:
+                    offset = len(head)
+                    if hasher is not None:
+                        hasher.update(head)
+                else:
+                    f.seek(0)
             while True:
                 block = f.read(BLOCK)
                 final = not block

@@ -1,5 +1,6 @@
 """Corpus reading (strict decoding, block splits, refusals), the train/val split, the B-stream chunker, eval batches."""
 
+import codecs
 import hashlib
 import re
 
@@ -72,6 +73,19 @@ def test_block_splits_decode_exactly(tmp_path, monkeypatch, block):
     assert c.vocab.decode(c.data) == text
     assert c.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert c.size == len(text.encode("utf-8"))
+
+
+@pytest.mark.parametrize("block", [1, 2, 64])
+def test_a_leading_utf8_byte_order_mark_is_not_text(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(charrnn.data, "BLOCK", block)
+    text = "a line\r\n\ufeffword joiner inside\r\n"  # a BOM within the text is a character (U+FEFF)
+    path = write(tmp_path, codecs.BOM_UTF8 + text.encode("utf-8"))
+    c = read_corpus(path)
+    assert c.vocab.decode(c.data) == text
+    assert c.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and c.size == len(text.encode()) + 3
+    assert offset_error(write(tmp_path, codecs.BOM_UTF8 + b"ab\xff"), 5)  # offsets still count the file's bytes
+    with pytest.raises(CharrnnError, match="is empty"):  # a byte-order mark alone holds no text
+        read_corpus(write(tmp_path, codecs.BOM_UTF8))
 
 
 def test_emoji_split_across_block_boundary(tmp_path, monkeypatch):
