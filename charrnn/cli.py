@@ -32,7 +32,7 @@ from charrnn.inspect import describe
 from charrnn.model import DTYPES, ModelConfig
 from charrnn.optim import OPTIMIZERS
 from charrnn.presets import PRESETS
-from charrnn.progress import TrainingReporter, format_bytes, print_summary
+from charrnn.progress import TrainingReporter, format_bytes, human_duration, print_summary
 from charrnn.sample import stream
 from charrnn.train import BEST, LATEST, TrainConfig, Trainer
 from charrnn.views import evaluation, inspection, started_from
@@ -176,6 +176,8 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
         check_writable(out)
         trainer = Trainer(data, model_cfg, train_cfg, out, TrainingReporter(quiet, train_cfg.log_every, console),
                           resume=ck, init_from=start)
+        if ck and (reason := trainer.done()):
+            raise CharrnnError(already_done(trainer, reason, source))
         trainer.reporter.start(banner(data, trainer, model_cfg, train_cfg, preset if not ck else "resumed"))
         outcome = trainer.run()
     except KeyboardInterrupt:
@@ -215,6 +217,8 @@ def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> d
         if name in explicit and options[name] != settings[name]:
             raise CharrnnError(f"{flag(name)} {options[name]} differs from the checkpoint's {settings[name]}; "
                                f"the model, data layout and optimiser cannot change on resume")
+    if explicit & set(LENGTH_FIELDS):  # as over a preset: the length given replaces the run's entirely
+        settings.update(dict.fromkeys(LENGTH_FIELDS))
     settings.update({k: options[k] for k in explicit})
     return settings
 
@@ -233,6 +237,20 @@ def resolve_init_from(ck: checkpoint.Checkpoint, settings: dict, explicit: set) 
 def flag(name: str) -> str:
     """The train option that sets a configuration field."""
     return "--model" if name == "cell" else "--" + name.replace("_", "-")
+
+
+def already_done(trainer: Trainer, reason: str, source: Path) -> str:
+    """Why a resumed run would train nothing: its length is a total it has already reached."""
+    cfg = trainer.cfg
+    if reason == "steps":
+        length = f"--steps {cfg.steps:,}"
+    elif reason == "epochs":
+        length = f"--epochs {cfg.epochs:g}"
+    else:
+        length = f"--time-limit {human_duration(cfg.time_limit)}"
+    return (f"{source} is at step {trainer.step:,} (epoch {trainer.epoch_progress:.2f}, "
+            f"{human_duration(trainer.run_time)} of training), which already reaches {length}: lengths count the "
+            f"whole run, so give a larger one to train further")
 
 
 def check_writable(out: Path) -> None:

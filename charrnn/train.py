@@ -221,7 +221,8 @@ class Trainer:
         """Wall time this run has trained, evaluation included, over all its invocations (resumes add up)."""
         return self.elapsed + (time.monotonic() - self._started if self._started is not None else 0.0)
 
-    def _done(self) -> str | None:
+    def done(self) -> str | None:
+        """Why the run has reached its length (steps, epochs, time), or None while it has not."""
         cfg = self.cfg
         if cfg.steps is not None and self.step >= cfg.steps:
             return "steps"
@@ -287,7 +288,7 @@ class Trainer:
         start_step = self.step
         try:
             with self.sharded.owning_cores(cfg.batch_size):  # BLAS single-threaded while sharded
-                while (reason := self._done()) is None:
+                while (reason := self.done()) is None:
                     if caught:
                         reason = "interrupted" if caught[0] == signal.SIGINT else "terminated"
                         break

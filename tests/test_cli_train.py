@@ -87,6 +87,20 @@ def test_resume_continues_history_and_refuses_shape_changes(tmp_path, corpus):
     assert train(other, "--out", out, "--steps", "25", "--resume", "--force").exit_code == 0
 
 
+def test_a_length_given_on_resume_replaces_the_runs_and_one_already_reached_is_refused(tmp_path, corpus):
+    out = tmp_path / "ck"
+    assert train(corpus, "--out", out, "--steps", "10", *SMALL).exit_code == 0
+    before = (out / "latest.npz").read_bytes()
+    assert_one_line_error(train(corpus, "--out", out, "--steps", "8", "--resume"), 1,
+                          "is at step 10 (epoch 0.20, 0:00 of training), which already reaches --steps 8: lengths "
+                          "count the whole run")
+    assert (out / "latest.npz").read_bytes() == before  # refused before anything was written
+    result = train(corpus, "--out", out, "--epochs", "0.4", "--resume")  # the run's --steps 10 no longer applies
+    assert result.exit_code == 0, result.output
+    ck = checkpoint.load(out / "latest.npz")
+    assert ck.meta["progress"]["step"] == 21 and (ck.meta["train"]["steps"], ck.meta["train"]["epochs"]) == (None, 0.4)
+
+
 def test_resume_from_a_directory_takes_its_latest(tmp_path, corpus):
     out = tmp_path / "ck"
     assert train(corpus, "--out", out, "--steps", "10", *SMALL).exit_code == 0
