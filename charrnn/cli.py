@@ -173,11 +173,11 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
         if start:
             data = data.reindexed(start.vocab_for(data.vocab))
         model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_settings)
-        check_writable(out)
         trainer = Trainer(data, model_cfg, train_cfg, out, TrainingReporter(quiet, train_cfg.log_every, console),
                           resume=ck, init_from=start)
         if ck and (reason := trainer.done()):
             raise CharrnnError(already_done(trainer, reason, source))
+        check_writable(out)
         trainer.reporter.start(banner(data, trainer, model_cfg, train_cfg, preset if not ck else "resumed"))
         outcome = trainer.run()
     except KeyboardInterrupt:

@@ -94,7 +94,8 @@ def test_a_length_given_on_resume_replaces_the_runs_and_one_already_reached_is_r
     assert_one_line_error(train(corpus, "--out", out, "--steps", "8", "--resume"), 1,
                           "is at step 10 (epoch 0.20, 0:00 of training), which already reaches --steps 8: lengths "
                           "count the whole run")
-    assert (out / "latest.npz").read_bytes() == before  # refused before anything was written
+    assert_one_line_error(train(corpus, "--out", tmp_path / "new", "--steps", "8", "--resume", out), 1, "already")
+    assert (out / "latest.npz").read_bytes() == before and not (tmp_path / "new").exists()  # nothing written
     result = train(corpus, "--out", out, "--epochs", "0.4", "--resume")  # the run's --steps 10 no longer applies
     assert result.exit_code == 0, result.output
     ck = checkpoint.load(out / "latest.npz")
