@@ -153,13 +153,9 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
             ck = checkpoint.load(source)
             settings = resolve_resume(ck, options, explicit)
         else:
-            chosen = PRESETS[preset]
-            if explicit & set(LENGTH_FIELDS):  # the user's length replaces the preset's entirely
-                chosen = {k: v for k, v in chosen.items() if k not in LENGTH_FIELDS}
-            settings = {**DEFAULTS, **chosen, **{k: options[k] for k in explicit}}
+            settings = {**DEFAULTS, **without_length(PRESETS[preset], explicit), **{k: options[k] for k in explicit}}
             if init_from is not None:
-                path = find_checkpoint(init_from)
-                start = InitFrom(path, checkpoint.load(path))
+                start = InitFrom(*load_checkpoint(init_from))
                 settings = resolve_init_from(start.checkpoint, settings, explicit)
         if not overwrite:
             refuse_other_run(out, None if ck is None else source)
@@ -212,15 +208,21 @@ def resume_path(resume: str, out: Path) -> Path:
 
 def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> dict:
     """A resumed run keeps its configuration; only options that do not change the model or data may change."""
-    settings = {**DEFAULTS, **ck.meta.get("train", {}), **ck.meta["model"]}
+    settings = {**DEFAULTS, **without_length(ck.meta.get("train", {}), explicit), **ck.meta["model"]}
     for name in (*SHAPE_FIELDS, *DATA_FIELDS, "encoding"):
         if name in explicit and options[name] != settings[name]:
             raise CharrnnError(f"{flag(name)} {options[name]} differs from the checkpoint's {settings[name]}; "
                                f"the model, data layout and optimiser cannot change on resume")
-    if explicit & set(LENGTH_FIELDS):  # as over a preset: the length given replaces the run's entirely
-        settings.update(dict.fromkeys(LENGTH_FIELDS))
     settings.update({k: options[k] for k in explicit})
     return settings
+
+
+def without_length(settings: dict, explicit: set) -> dict:
+    """A preset's or a resumed run's settings, less its length when the user gives one: the length given
+    replaces it entirely (whichever comes first applies among the lengths given, not to a leftover one)."""
+    if not explicit & set(LENGTH_FIELDS):
+        return settings
+    return {k: v for k, v in settings.items() if k not in LENGTH_FIELDS}
 
 
 def resolve_init_from(ck: checkpoint.Checkpoint, settings: dict, explicit: set) -> dict:
