@@ -30,7 +30,7 @@ class Corpus:
     size: int  # bytes on disk
     sha256: str
     vocab: Vocab
-    data: np.ndarray  # (n,) indices into vocab
+    data: np.ndarray | Remapped  # (n,) indices into vocab
 
     def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): validation is the last val_frac of the text, contiguous (like nanoGPT, torch-rnn)."""
@@ -41,15 +41,42 @@ class Corpus:
 
     def reindexed(self, vocab: Vocab, path=None) -> Corpus:
         """The same text as indices into vocab, which must hold every character of self.vocab (a resumed run's
-        vocabulary, or one a fine-tuning run extended).  A memory-mapped index array becomes one in memory."""
+        vocabulary, or one a fine-tuning run extended), read through a table (Remapped): nothing is copied."""
         if vocab == self.vocab:
             return self
         unknown = [ch for ch in self.vocab.chars if ch not in vocab]
         if unknown:
             raise CharrnnError(f"{path or self.name} has {len(unknown)} character(s) outside the vocabulary: "
                                f"{describe_chars(unknown)}")
-        data = vocab.encode_code_points(self.vocab.code_points).astype(vocab.dtype)[self.data]
-        return replace(self, vocab=vocab, data=data)
+        table = vocab.encode_code_points(self.vocab.code_points).astype(vocab.dtype)
+        return replace(self, vocab=vocab, data=Remapped(self.data, table))
+
+
+class Remapped:
+    """An index array read through a lookup table: element i is table[base[i]], computed when it is read.
+
+    A corpus re-encoded for another vocabulary (a resumed or fine-tuning run's, or a model's in `charrnn eval`)
+    stays as it is, memory-mapped when cached, instead of becoming a copy of one to eight bytes a character.
+    It offers what the readers of corpus data use: len, slices (views), index arrays (read through the table)."""
+
+    def __init__(self, base: np.ndarray, table: np.ndarray):
+        self.base, self.table = base, table
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.table.dtype
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return Remapped(self.base[key], self.table)
+        return self.table[self.base[key]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.table[np.asarray(self.base)]
+        return out if dtype is None else out.astype(dtype)
 
 
 def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.ndarray]:

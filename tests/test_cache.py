@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import charrnn.data
-from charrnn.data import read_corpus
+from charrnn.data import Streams, read_corpus
 from charrnn.vocab import Vocab
 
 TEXT = "Ünïcode and ASCII, mixed: 😀 — " * 400 + "plain ascii tail " * 2000
@@ -59,3 +59,20 @@ def test_given_vocabulary_reindexes_cached_data(big):
     wider = Vocab(set(TEXT) | set("#@!"))
     corpus = read_corpus(big, vocab=wider)
     assert corpus.vocab == wider and wider.decode(corpus.data) == TEXT
+
+
+def test_reindexed_cached_data_stays_memory_mapped(big):
+    """A resumed or fine-tuning run with a wider vocabulary reads the cache through a table: no in-memory copy
+    (a gigabyte corpus would cost one to eight bytes a character), the same batches as an encoded copy."""
+    read_corpus(big)
+    wider = Vocab(set(TEXT) | set("#@!"))
+    corpus = read_corpus(big, vocab=wider)
+    train, val = corpus.split(0.1)
+    assert isinstance(corpus.data.base, np.memmap) and np.shares_memory(train.base, corpus.data.base)
+    copy = wider.encode(TEXT)
+    streams, direct = Streams(train, 8, 16), Streams(copy[: len(train)], 8, 16)
+    for chunk, offset in [(0, 0), (3, 0), (2, 117)]:
+        for got, want in zip(streams.batch(chunk, offset=offset), direct.batch(chunk, offset=offset), strict=True):
+            assert got.dtype == wider.dtype
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(val), copy[len(train) :])

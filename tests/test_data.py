@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import charrnn.data
-from charrnn.data import Corpus, Streams, corpus_from_text, eval_batches, read_corpus
+from charrnn.data import Corpus, Remapped, Streams, corpus_from_text, eval_batches, read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.vocab import Vocab
 
@@ -200,6 +200,19 @@ def test_given_vocab_is_used(tmp_path):
     c = read_corpus(write(tmp_path, "hgf"), vocab=vocab)
     assert c.vocab is vocab
     assert list(c.data) == [7, 6, 5]
+
+
+def test_remapped_reads_through_its_table_like_the_encoded_copy():
+    base = np.array([2, 0, 1, 1, 2, 0, 2], dtype=np.uint8)
+    table = np.array([5, 3, 9], dtype=np.uint8)
+    data, copy = Remapped(base, table), table[base]
+    assert len(data) == 7 and data.dtype == np.uint8
+    part = data[2:6]
+    assert isinstance(part, Remapped) and np.shares_memory(part.base, base)  # a slice is a view, not a copy
+    np.testing.assert_array_equal(part[np.array([[0, 3], [1, 2]])], copy[2:6][[[0, 3], [1, 2]]])
+    np.testing.assert_array_equal(np.asarray(data), copy)
+    assert np.asarray(data, dtype=np.int64).dtype == np.int64
+    np.testing.assert_array_equal(Streams(data, 2, 2).batch(0, offset=3)[1], Streams(copy, 2, 2).batch(0, offset=3)[1])
 
 
 def test_corpus_from_text_empty():
