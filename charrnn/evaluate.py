@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.data import eval_batches, read_corpus
+from charrnn.data import Remapped, eval_batches, read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model
 from charrnn.parallel import Sharded
@@ -26,17 +26,35 @@ LN2 = math.log(2)
 VAL_STREAMS = 64
 
 
-def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int, list[dict]]:
+# Characters read at a time when counting and compacting a file: the transient copies (bincount's intp cast, the
+# mask) stay a few MB however large the file.
+BLOCK = 1 << 20
+
+
+def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray | Remapped, int, list[dict]]:
     """The file as indices into vocab, with characters outside it dropped.
-    Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first)."""
+    Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first).
+    Memory stays flat: a file without unknown characters is read through a table (memory-mapped when cached),
+    one with them is compacted block by block into one byte a character (two past 256 symbols)."""
     corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
-    counts = np.bincount(corpus.data, minlength=len(corpus.vocab))
+    data, n = corpus.data, len(corpus.data)
+    counts = sum(np.bincount(data[at : at + BLOCK], minlength=len(corpus.vocab)) for at in range(0, n, BLOCK))
+    known = to_model >= 0
     unknown = [{"char": ch, "code_point": f"U+{ord(ch):04X}", "count": int(counts[j])}
-               for j, ch in enumerate(corpus.vocab.chars) if to_model[j] < 0]
+               for j, ch in enumerate(corpus.vocab.chars) if not known[j]]
     unknown.sort(key=lambda u: -u["count"])
-    mapped = to_model[corpus.data]
-    return mapped[mapped >= 0].astype(vocab.dtype), len(corpus.data), unknown
+    if not unknown:
+        return corpus.reindexed(vocab).data, n, unknown
+    table = np.where(known, to_model, 0).astype(vocab.dtype)
+    kept = np.empty(int(counts[known].sum()), dtype=vocab.dtype)
+    filled = 0
+    for at in range(0, n, BLOCK):
+        block = data[at : at + BLOCK]
+        block = table[block[known[block]]]
+        kept[filled : filled + block.size] = block
+        filled += block.size
+    return kept, n, unknown
 
 
 def score(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int,

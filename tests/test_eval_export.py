@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import charrnn.data
+import charrnn.evaluate
 from charrnn import checkpoint
 from charrnn.cli import main
 from charrnn.data import corpus_from_text
@@ -69,6 +71,27 @@ def test_unknown_characters_are_counted_reported_and_skipped(ck_path, tmp_path):
     got = evaluate_file(ck.model, ck.vocab, dirty, batch_size=4, seq_len=16)
     assert got["skipped"] == 6
     assert got["loss"] == evaluate_file(ck.model, ck.vocab, clean, batch_size=4, seq_len=16)["loss"]
+
+
+@pytest.mark.parametrize("block", [7, 1 << 20])
+def test_known_text_of_a_cached_file_reads_it_in_blocks_without_a_copy(ck_path, tmp_path, monkeypatch, block):
+    """A big file is counted and compacted block by block (bincount of it all cast it to 8 bytes a character,
+    the remap table added 8 more: a 200 MB file peaked at 3.5 GB); one without unknowns is not copied at all."""
+    monkeypatch.setattr(charrnn.data, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setattr(charrnn.evaluate, "BLOCK", block)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ck = checkpoint.load(ck_path)
+    clean, dirty = tmp_path / "clean.txt", tmp_path / "dirty.txt"
+    clean.write_text("dog log. " * 30, encoding="utf-8")  # a subset of the model's characters: other indices
+    pieces = ["☃" + TEXT[:100], "ÉÉ", TEXT[100:300], "Q☃☃"]
+    dirty.write_text("".join(pieces), encoding="utf-8")
+    for path in (clean, dirty):
+        known_text(path, ck.vocab)  # writes the cache; the second read memory-maps it
+    data, read, unknown = known_text(clean, ck.vocab)
+    assert isinstance(data.base, np.memmap) and ck.vocab.decode(data) == "dog log. " * 30 and not unknown
+    data, read, unknown = known_text(dirty, ck.vocab)
+    assert data.dtype == ck.vocab.dtype and ck.vocab.decode(data) == TEXT[:300] and read == 306
+    assert [(u["char"], u["count"]) for u in unknown] == [("☃", 3), ("É", 2), ("Q", 1)]
 
 
 def test_cli_eval_json_and_defaults(ck_path, tmp_path):
