@@ -3,9 +3,11 @@
 For synthetic corpora of 10 MB, 100 MB and 1 GB (ASCII and mixed UTF-8), written to a temporary directory and
 removed afterwards: the MB/s of preparing (the streaming two-pass read that writes the memory-mapped index
 cache), the peak RSS of preparing, and the peak RSS and chars/s of training an LSTM 2x256 for 50 steps on the
-cached corpus.  Each measurement runs in a fresh child process, so peak RSS is its own; training's data-parallel
-worker processes (charrnn.parallel) are counted apart, as the largest one's peak (pages they share with the
-trainer, such as NumPy's code, count in both).
+cached corpus, and the peak RSS of reading it as `charrnn eval` does (evaluate.known_text) for a model whose
+vocabulary holds one character more (read through a table) and for one that lacks the corpus's first character
+(the line break, dropped: compacted into a copy).  Each measurement runs in a fresh child process, so peak RSS
+is its own; training's data-parallel worker processes (charrnn.parallel) are counted apart, as the largest
+one's peak (pages they share with the trainer, such as NumPy's code, count in both).
 
     python bench/scale.py [--sizes 10,100,1000] [--kinds ascii,utf8] [--steps 50]
 """
@@ -81,6 +83,19 @@ t.run()
 result = {{"chars_per_s": t.history[-1]["chars_per_s"], "val_chars": len(t.val_data)}}
 """
 
+EVAL_READ = """
+import json
+from charrnn.data import read_corpus
+from charrnn.evaluate import known_text
+from charrnn.vocab import Vocab
+chars = read_corpus({path!r}).vocab.chars
+vocab = Vocab(set(chars[{drop}:]) | {{"\\u2603"}})
+data, read, unknown = known_text({path!r}, vocab)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))  # the memory held now, by kind
+result = {{"kept": len(data), "read": read, "type": type(data).__name__,
+          "anon_mb": int(status["RssAnon"].split()[0]) / 1024, "file_mb": int(status["RssFile"].split()[0]) / 1024}}
+"""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"{'corpus':<14}{'prepare MB/s':>13}{'prep RSS MB':>12}{'cached read s':>14}{'train RSS MB':>13}"
-          f"{'worker RSS MB':>14}{'train chars/s':>14}")
+          f"{'worker RSS MB':>14}{'train chars/s':>14}{'eval read RSS (anon) MB':>26}")
     for kind in args.kinds.split(","):
         for mb in map(int, args.sizes.split(",")):
             with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
@@ -102,15 +117,21 @@ def main() -> None:
                 cached, _, _ = child(PREPARE.format(path=str(path)))  # second read: the cache, memory-mapped
                 code = TRAIN.format(path=str(path), steps=args.steps, out=str(Path(tmp) / "ck"))
                 train, train_rss, worker_rss = child(code)
+                remap, remap_rss, _ = child(EVAL_READ.format(path=str(path), drop=0))
+                compact, compact_rss, _ = child(EVAL_READ.format(path=str(path), drop=1))
             row = {"kind": kind, "megabytes": mb, "bytes": size, "chars": prep["chars"], "vocab": prep["vocab"],
                    "prepare_seconds": prep["seconds"], "prepare_wall_seconds": wall,
                    "prepare_mb_per_s": size / 1e6 / prep["seconds"], "prepare_peak_rss_mb": prep_rss,
                    "cached_read_seconds": cached["seconds"], "cached_is_mmap": cached["mmap"] == "memmap",
                    "train_peak_rss_mb": train_rss, "worker_peak_rss_mb": worker_rss,
-                   "train_chars_per_s": train["chars_per_s"]}
+                   "train_chars_per_s": train["chars_per_s"], "eval_read_remapped_peak_rss_mb": remap_rss,
+                   "eval_read_remapped_anon_mb": remap["anon_mb"], "eval_read_compacted_peak_rss_mb": compact_rss,
+                   "eval_read_compacted_anon_mb": compact["anon_mb"]}
             rows.append(row)
+            eval_read = f"{remap_rss:.0f} ({remap['anon_mb']:.0f}) / {compact_rss:.0f} ({compact['anon_mb']:.0f})"
             print(f"{kind + ' ' + str(mb) + ' MB':<14}{row['prepare_mb_per_s']:>13.0f}{prep_rss:>12.0f}"
-                  f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{worker_rss:>14.0f}{train['chars_per_s']:>14,.0f}",
+                  f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{worker_rss:>14.0f}{train['chars_per_s']:>14,.0f}"
+                  f"{eval_read:>26}",
                   flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"rows": rows}, indent=1))
