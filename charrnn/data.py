@@ -32,7 +32,7 @@ class Corpus:
     vocab: Vocab
     data: np.ndarray | Remapped  # (n,) indices into vocab
 
-    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, val_frac: float) -> tuple[np.ndarray | Remapped, np.ndarray | Remapped]:
         """(train, val): validation is the last val_frac of the text, contiguous (like nanoGPT, torch-rnn)."""
         if not 0.0 <= val_frac < 1.0:
             raise CharrnnError(f"val_frac must be in [0, 1), got {val_frac}")
