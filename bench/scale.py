@@ -92,8 +92,7 @@ chars = read_corpus({path!r}).vocab.chars
 vocab = Vocab(set(chars[{drop}:]) | {{"\\u2603"}})
 data, read, unknown = known_text({path!r}, vocab)
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))  # the memory held now, by kind
-result = {{"kept": len(data), "read": read, "type": type(data).__name__,
-          "anon_mb": int(status["RssAnon"].split()[0]) / 1024, "file_mb": int(status["RssFile"].split()[0]) / 1024}}
+result = {{"anon_mb": int(status["RssAnon"].split()[0]) / 1024}}
 """
 
 

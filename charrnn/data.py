@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,6 +167,17 @@ def encoded_blocks(path: Path, encoding: str, vocab: Vocab) -> Iterator[np.ndarr
         yield ascii_table[cps] if cps.dtype == np.uint8 else vocab.encode_code_points(cps).astype(vocab.dtype)
 
 
+def join_blocks(blocks: Iterable[np.ndarray], n: int, dtype) -> np.ndarray:
+    """The blocks, n elements in all, written one by one into one array: np.concatenate would hold them all and
+    the result at once."""
+    out = np.empty(n, dtype=dtype)
+    at = 0
+    for block in blocks:
+        out[at : at + block.size] = block
+        at += block.size
+    return out
+
+
 def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus",
                 cache: bool = True) -> Corpus:
     """Read and encode a text file, streaming it in blocks.  Files of CACHE_MIN_BYTES or more keep their
@@ -185,11 +196,7 @@ def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label
 
         data = save_cache(path, encoding, sha256, found, n, blocks) if use_cache else None
         if data is None:  # no cache: encode into memory
-            data = np.empty(n, dtype=found.dtype)
-            at = 0
-            for block in blocks():
-                data[at : at + block.size] = block
-                at += block.size
+            data = join_blocks(blocks(), n, found.dtype)
     read = Corpus(name=path.name, size=path.stat().st_size, sha256=sha256, vocab=found, data=data)
     return read if vocab is None else read.reindexed(vocab, path)
 

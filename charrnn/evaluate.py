@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.data import Remapped, eval_batches, read_corpus
+from charrnn.data import Remapped, eval_batches, join_blocks, read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model
 from charrnn.parallel import Sharded
@@ -39,7 +39,11 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
     corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
     data, n = corpus.data, len(corpus.data)
-    counts = sum(np.bincount(data[at : at + BLOCK], minlength=len(corpus.vocab)) for at in range(0, n, BLOCK))
+
+    def pieces():
+        return (data[at : at + BLOCK] for at in range(0, n, BLOCK))
+
+    counts = sum(np.bincount(piece, minlength=len(corpus.vocab)) for piece in pieces())
     known = to_model >= 0
     unknown = [{"char": ch, "code_point": f"U+{ord(ch):04X}", "count": int(counts[j])}
                for j, ch in enumerate(corpus.vocab.chars) if not known[j]]
@@ -47,13 +51,7 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
     if not unknown:
         return corpus.reindexed(vocab).data, n, unknown
     table = np.where(known, to_model, 0).astype(vocab.dtype)
-    kept = np.empty(int(counts[known].sum()), dtype=vocab.dtype)
-    filled = 0
-    for at in range(0, n, BLOCK):
-        block = data[at : at + BLOCK]
-        block = table[block[known[block]]]
-        kept[filled : filled + block.size] = block
-        filled += block.size
+    kept = join_blocks((table[piece[known[piece]]] for piece in pieces()), int(counts[known].sum()), vocab.dtype)
     return kept, n, unknown
 
 
