@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from charrnn.files import temp_beside
 from charrnn.vocab import Vocab
 
 CACHE_MIN_BYTES = 8 << 20  # smaller files decode faster than a cache is worth
@@ -64,7 +64,7 @@ def save_cache(corpus: Path, encoding: str, sha256: str, vocab: Vocab, n: int,
         npy, meta_path = stem.with_suffix(stem.suffix + ".npy"), stem.with_suffix(stem.suffix + ".json")
         try:
             stem.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
+            fd, tmp = temp_beside(npy)
         except OSError:
             continue
         try:

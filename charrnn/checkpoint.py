@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.cells import STATE_NAMES
 from charrnn.errors import CharrnnError
+from charrnn.files import temp_beside
 from charrnn.model import Model, ModelConfig, param_shapes
 from charrnn.vocab import Vocab
 
@@ -58,7 +58,7 @@ def atomic_savez(path, arrays: dict[str, np.ndarray]) -> None:
     if not path.parent.is_dir():
         raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(path)
     except OSError as e:
         raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
     try:

@@ -1,6 +1,8 @@
 """The encoded-corpus cache: written for big files, memory-mapped on the next read, invalidated by changes."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -76,3 +78,12 @@ def test_reindexed_cached_data_stays_memory_mapped(big):
             assert got.dtype == wider.dtype
             np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.asarray(val), copy[len(train) :])
+
+
+def test_cache_file_gets_the_permissions_of_a_new_file(big):
+    before = os.umask(0o022)
+    try:
+        read_corpus(big)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((big.parent / "big.txt.charrnn-cache.npy").stat().st_mode) == 0o644

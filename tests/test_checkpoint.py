@@ -1,6 +1,8 @@
 """Checkpoint files: round trip, atomic writes, and refusal of anything damaged, foreign or pickled."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -134,3 +136,22 @@ def test_stale_temp_files_are_removed(tmp_path):
     keep.write_bytes(b"x")
     checkpoint.remove_stale_temp_files(tmp_path)
     assert not stale.exists() and keep.exists()
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002], ids=oct)
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_checkpoint_gets_the_permissions_of_a_new_file(umask, tmp_path):
+    """An atomic write goes through a temp file; mkstemp's 0600 must not become the checkpoint's mode."""
+    vocab = Vocab.from_text("ab")
+    model = Model.create(ModelConfig(vocab_size=2, hidden=4, layers=1), np.random.default_rng(0))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, model, vocab, {})
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # what open() makes under this umask
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
+    assert os.umask(umask) == umask  # reading the umask left it as it was

@@ -1,0 +1,28 @@
+"""Temporary files for atomic writes: written in full, then renamed over the real name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def umask() -> int:
+    """The process's file-creation mask.  POSIX can only read it by setting it, so it is set and put back."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temporary file in path's directory, for os.replace onto path afterwards.  It gets the
+    permissions that opening path anew would give (0666 less the umask): mkstemp makes its files 0600, so a
+    checkpoint or cache written through one was readable by its owner alone.  Raises OSError."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    except OSError:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
