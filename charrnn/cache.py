@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -80,5 +81,23 @@ def save_cache(corpus: Path, encoding: str, sha256: str, vocab: Vocab, n: int,
             return np.load(npy, mmap_mode="r", allow_pickle=False)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
+            continue
+    return None
+
+
+def scratch_array(corpus: Path, n: int, dtype) -> np.ndarray | None:
+    """A writable (n,) array backed by a nameless temporary file in one of the corpus's cache locations, or None
+    where none can hold it.  For a derived copy of a big corpus (charrnn eval's text without the characters a model
+    lacks): its pages are the file's, which the kernel writes back and drops under memory pressure, where an
+    array in memory would stay resident.  The space is reserved first (posix_fallocate), so a full disk is
+    found here, not by a SIGBUS on writing a page; it is freed when the array goes."""
+    nbytes = n * np.dtype(dtype).itemsize
+    for stem in cache_paths(corpus):
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=stem.parent) as f:  # unlinked at once (or never named: O_TMPFILE)
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+                return np.memmap(f, dtype=dtype, mode="r+", shape=(n,))  # the mapping outlives the file object
+        except (OSError, ValueError):
             continue
     return None

@@ -167,10 +167,9 @@ def encoded_blocks(path: Path, encoding: str, vocab: Vocab) -> Iterator[np.ndarr
         yield ascii_table[cps] if cps.dtype == np.uint8 else vocab.encode_code_points(cps).astype(vocab.dtype)
 
 
-def join_blocks(blocks: Iterable[np.ndarray], n: int, dtype) -> np.ndarray:
-    """The blocks, n elements in all, written one by one into one array: np.concatenate would hold them all and
-    the result at once."""
-    out = np.empty(n, dtype=dtype)
+def join_blocks(blocks: Iterable[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """The blocks, as many elements as out has in all, written one by one into out: np.concatenate would hold them
+    all and the result at once."""
     at = 0
     for block in blocks:
         out[at : at + block.size] = block
@@ -196,7 +195,7 @@ def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label
 
         data = save_cache(path, encoding, sha256, found, n, blocks) if use_cache else None
         if data is None:  # no cache: encode into memory
-            data = join_blocks(blocks(), n, found.dtype)
+            data = join_blocks(blocks(), np.empty(n, found.dtype))
     read = Corpus(name=path.name, size=path.stat().st_size, sha256=sha256, vocab=found, data=data)
     return read if vocab is None else read.reindexed(vocab, path)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.cache import CACHE_MIN_BYTES, scratch_array
 from charrnn.data import Remapped, eval_batches, join_blocks, read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model
@@ -35,7 +36,8 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
     """The file as indices into vocab, with characters outside it dropped.
     Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first).
     Memory stays flat: a file without unknown characters is read through a table (memory-mapped when cached),
-    one with them is compacted block by block into one byte a character (two past 256 symbols)."""
+    one with them is compacted block by block into one byte a character (two past 256 symbols), in a memory-mapped
+    scratch file when that is a big corpus's size (charrnn.cache.scratch_array), else in memory."""
     corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
     data, n = corpus.data, len(corpus.data)
@@ -51,8 +53,12 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
     if not unknown:
         return corpus.reindexed(vocab).data, n, unknown
     table = np.where(known, to_model, 0).astype(vocab.dtype)
-    kept = join_blocks((table[piece[known[piece]]] for piece in pieces()), int(counts[known].sum()), vocab.dtype)
-    return kept, n, unknown
+    size = int(counts[known].sum())
+    big = size * vocab.dtype.itemsize >= CACHE_MIN_BYTES
+    out = scratch_array(Path(path), size, vocab.dtype) if big else None
+    if out is None:
+        out = np.empty(size, vocab.dtype)
+    return join_blocks((table[piece[known[piece]]] for piece in pieces()), out), n, unknown
 
 
 def score(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int,

@@ -1,6 +1,7 @@
 """`charrnn eval` (loss, bits/char, perplexity; unknown characters skipped) and `charrnn export` (PyTorch
 state_dict as a plain .npz), without PyTorch: tests/test_interop_torch.py checks the tensors against torch."""
 
+import errno
 import json
 import math
 import zipfile
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import charrnn.cache
 import charrnn.data
 import charrnn.evaluate
 from charrnn import checkpoint
@@ -78,6 +80,7 @@ def test_known_text_of_a_cached_file_reads_it_in_blocks_without_a_copy(ck_path, 
     """A big file is counted and compacted block by block (bincount of it all cast it to 8 bytes a character,
     the remap table added 8 more: a 200 MB file peaked at 3.5 GB); one without unknowns is not copied at all."""
     monkeypatch.setattr(charrnn.data, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setattr(charrnn.evaluate, "CACHE_MIN_BYTES", 100)
     monkeypatch.setattr(charrnn.evaluate, "BLOCK", block)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     ck = checkpoint.load(ck_path)
@@ -89,9 +92,29 @@ def test_known_text_of_a_cached_file_reads_it_in_blocks_without_a_copy(ck_path, 
         known_text(path, ck.vocab)  # writes the cache; the second read memory-maps it
     data, read, unknown = known_text(clean, ck.vocab)
     assert isinstance(data.base, np.memmap) and ck.vocab.decode(data) == "dog log. " * 30 and not unknown
+    files = sorted(tmp_path.rglob("*"))
     data, read, unknown = known_text(dirty, ck.vocab)
     assert data.dtype == ck.vocab.dtype and ck.vocab.decode(data) == TEXT[:300] and read == 306
     assert [(u["char"], u["count"]) for u in unknown] == [("☃", 3), ("É", 2), ("Q", 1)]
+    assert isinstance(data, np.memmap)  # the compacted copy is a nameless scratch file's pages, not memory
+    assert sorted(tmp_path.rglob("*")) == files
+
+
+def test_known_text_compacts_in_memory_where_no_scratch_file_fits(ck_path, tmp_path, monkeypatch):
+    """A full disk (or no writable cache location) leaves the copy in memory: the scores do not change."""
+    monkeypatch.setattr(charrnn.evaluate, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(charrnn.cache.os, "posix_fallocate", disk_full)
+    dirty = tmp_path / "dirty.txt"
+    dirty.write_text("☃" + TEXT[:300] + "É", encoding="utf-8")
+    vocab = checkpoint.load(ck_path).vocab
+    data, read, unknown = known_text(dirty, vocab)
+    assert not isinstance(data, np.memmap) and vocab.decode(data) == TEXT[:300] and len(unknown) == 2
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["dirty.txt"]
 
 
 def test_cli_eval_json_and_defaults(ck_path, tmp_path):
