@@ -5,6 +5,7 @@ import naive
 import numpy as np
 import pytest
 
+from charrnn import blas, packed
 from charrnn.cells import workspace
 from charrnn.model import Model, ModelConfig, cross_entropy
 
@@ -23,6 +24,29 @@ def case_id(case):
     return "-".join(f"{k}={v}" for k, v in case.items())
 
 
+@pytest.fixture(params=["matmul", "packed"])
+def gemm(request, monkeypatch):
+    """Both ways a chunk runs its recurrent GEMMs: np.matmul, or OpenBLAS's kernels on weights packed once a chunk
+    (charrnn.packed), which a chunk takes when BLAS runs on one thread, as in a shard."""
+    if request.param == "matmul":
+        monkeypatch.setattr(packed, "kernels", lambda dtype: None)
+        yield request.param
+        return
+    if packed.kernels(np.float64) is None:
+        pytest.skip("no OpenBLAS kernels to pack for here")
+    made = []
+
+    class Counted(packed.Packed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(packed, "Packed", Counted)
+    with blas.single_threaded():
+        yield request.param
+    assert made, "the packed GEMMs never ran"
+
+
 def make(case, dropout=0.0, V=5, H=4, N=3, T=5, seed=0):
     """A float64 model with random (not initial) parameters, inputs, targets and a non-zero initial state."""
     rng = np.random.default_rng(seed)
@@ -36,7 +60,7 @@ def make(case, dropout=0.0, V=5, H=4, N=3, T=5, seed=0):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_fast_layers_match_naive_reference(case):
+def test_fast_layers_match_naive_reference(case, gemm):
     model, x, y, state, rng = make(case, dropout=0.3)
     masks = model.dropout_masks(rng, x.shape[1], x.shape[0])
     logits, final, _ = model.forward(x, state, masks)
@@ -71,7 +95,7 @@ def test_scaled_transpose_matches_numpy(shape):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_blocked_backward_matches_one_block(case, monkeypatch):
+def test_blocked_backward_matches_one_block(case, gemm, monkeypatch):
     model, x, y, state, rng = make(case, dropout=0.3)
     masks = model.dropout_masks(rng, x.shape[1], x.shape[0])
     logits, _, cache = model.forward(x, state, masks)
@@ -87,7 +111,7 @@ def test_blocked_backward_matches_one_block(case, monkeypatch):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.4], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_gradients_match_finite_differences(case, dropout, small_blocks):
+def test_gradients_match_finite_differences(case, dropout, gemm, small_blocks):
     """Loss = cross-entropy + <R, final state>, so the final-state gradient input is checked too."""
     model, x, y, state, rng = make(case, dropout=dropout)
     masks = model.dropout_masks(rng, x.shape[1], x.shape[0])  # fixed masks: the loss is deterministic
@@ -123,7 +147,7 @@ def test_gradients_match_finite_differences(case, dropout, small_blocks):
 
 
 @pytest.mark.parametrize("case", CASES[::2], ids=case_id)
-def test_float32_stays_float32(case):
+def test_float32_stays_float32(case, gemm):
     rng = np.random.default_rng(1)
     model = Model.create(ModelConfig(vocab_size=7, hidden=8, dropout=0.2, **case), rng)
     x = rng.integers(0, 7, (2, 6))

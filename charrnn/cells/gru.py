@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn import packed
 from charrnn.cells.activations import SIGMOID, quiet, squash
 from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
 
@@ -45,12 +46,15 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 
 def step(a, h, h_out, ghn, prep, rec, tmp):
     """One time step of N streams.  a (3, N, H): scaled input-side pre-activations, overwritten with r, z, n.
-    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (N, 3H) scratch."""
-    np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-    rec = gate_major(rec, 3)
+    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (N, 3H) scratch for the
+    recurrent GEMM, or None when the chunk's packed GEMM has already added h @ W_sT into a[:2] and ghn (holding
+    b_hn before)."""
     r_z = a[:2]
-    r_z += rec[:2]
-    np.add(rec[2], prep["b_hn"], out=ghn)
+    if rec is not None:
+        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
+        rec = gate_major(rec, 3)
+        r_z += rec[:2]
+        np.add(rec[2], prep["b_hn"], out=ghn)
     squash(r_z)
     r, z, n = a
     np.multiply(r, ghn, out=tmp)
@@ -73,9 +77,14 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     rec = ws.get("rec", (N, G * H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
+    recurrent = packed.recurrent(ws, "W_sT packed", prep["W_sT"], hs[:T], [xw[0], xw[1], ghn])
+    if recurrent is not None:
+        ghn[...] = prep["b_hn"]  # the packed GEMM adds W_hn h to it
     with quiet():
         for t in range(T):
-            step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, rec, tmp)
+            if recurrent is not None:
+                recurrent.add(t)
+            step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, None if recurrent else rec, tmp)
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 
@@ -115,6 +124,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     else:
         dh_next[...] = dstateT[0]
     r_all, z_all = acts[0], acts[1]
+    recurrent = packed.recurrent(ws, "W packed", W, dG, [dh_next])
     for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
         fold(P[:, block], tmp_all[block], acts[:, block], hs[block], ghn[block])
         for t in range(block.stop - 1, block.start - 1, -1):
@@ -124,9 +134,13 @@ def backward(dhs, dstateT, cache, ws: Workspace):
             np.multiply(dh, pt[2], out=dn)  # d(pre_n)
             np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
             np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
-            np.matmul(dG[t], W, out=dh_next)
-            np.multiply(dh, z_all[t], out=dh_z)
-            dh_next += dh_z  # dh = dG @ W_hh + dh z
+            if recurrent is None:
+                np.matmul(dG[t], W, out=dh_next)
+                np.multiply(dh, z_all[t], out=dh_z)
+                dh_next += dh_z  # dh = dG @ W_hh + dh z
+            else:
+                np.multiply(dh, z_all[t], out=dh_next)
+                recurrent.add(t)  # dh_next += dG[t] @ W_hh
     dX[:, :, : 2 * H] = dG[:, :, : 2 * H]
 
     rows = dG.reshape(T * N, G * H)

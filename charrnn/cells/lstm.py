@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn import packed
 from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
 from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
 
@@ -156,9 +157,12 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
     cs[0] = c0
+    recurrent = packed.recurrent(ws, "W_sT packed", prep["W_sT"], hs[:T], list(xw))  # xw[:, t] += h_t @ W_sT
     with quiet():
         for t in range(T):
-            step(xw[:, t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, rec, tmp)
+            if recurrent is not None:
+                recurrent.add(t)
+            step(xw[:, t], hs[t], cs[t], hs[t + 1], cs[t + 1], tcs[t], prep, None if recurrent else rec, tmp)
     cache = (xw, hs, cs, tcs, p, peephole, coupled)
     return hs, (hs[T].copy(), cs[T].copy()), cache
 
@@ -216,6 +220,7 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         dc[...] = dstateT[1]
     if peephole:
         pe = dict(zip(peephole_names(coupled), p["peephole"], strict=True))
+    recurrent = packed.recurrent(ws, "W packed", W, d_rows, [dh_next])  # dh_next += d_rows[t] @ W_hh
     for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
         fold(dA[:, block], o_dtanh[block], keep[block], acts[:, block], cs[block.start : block.stop + 1],
              tcs[block], k, coupled)
@@ -233,7 +238,11 @@ def backward(dhs, dstateT, cache, ws: Workspace):
                 dc += dp[k["i"]] * pe["i"]
                 if not coupled:
                     dc += dp[k["f"]] * pe["f"]
-            np.matmul(d_rows[t], W, out=dh_next)  # dh = d(pre) @ W_hh
+            if recurrent is None:
+                np.matmul(d_rows[t], W, out=dh_next)  # dh = d(pre) @ W_hh
+            else:
+                dh_next.fill(0)
+                recurrent.add(t)
 
     rows = d_rows.reshape(T * N, G * H)
     grads = {"weight_hh": rows.T @ hs[:-1].reshape(T * N, H), "bias_hh": sum_rows(rows)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn import packed
 from charrnn.cells.workspace import Workspace, scaled_transpose, sum_rows
 
 
@@ -48,8 +49,11 @@ def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
     hs = ws.get("hs", (T + 1, N, H), xw.dtype)
     rec = ws.get("rec", (N, H), xw.dtype)
     hs[0] = h0
+    recurrent = packed.recurrent(ws, "W_sT packed", prep["W_sT"], hs[:T], [xw[0]])  # xw[0, t] += h_t @ W_hh^T
     for t in range(T):
-        step(xw[:, t], hs[t], hs[t + 1], prep, rec)
+        if recurrent is not None:
+            recurrent.add(t)
+        step(xw[:, t], hs[t], hs[t + 1], prep, None if recurrent else rec)
     return hs, (hs[T].copy(),), (hs, p)
 
 
@@ -68,10 +72,15 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         dh_next.fill(0)
     else:
         dh_next[...] = dstateT[0]
+    recurrent = packed.recurrent(ws, "W packed", W, da, [dh_next])
     for t in range(T - 1, -1, -1):
         dh_next += dhs[t]
         da[t] *= dh_next
-        np.matmul(da[t], W, out=dh_next)
+        if recurrent is None:
+            np.matmul(da[t], W, out=dh_next)
+        else:
+            dh_next.fill(0)
+            recurrent.add(t)
     grads = {
         "weight_hh": da.reshape(T * N, H).T @ hs[:-1].reshape(T * N, H),
         "bias_hh": sum_rows(da.reshape(T * N, H)),
