@@ -141,11 +141,15 @@ def kernels(dtype) -> Kernels | None:
             found = Kernels(lib, prefix, suffix, ctype)
         except AttributeError:
             continue
-        return found if _agrees(found, dtype) else None
+        try:
+            return found if _agrees(found, dtype) else None
+        except Exception:  # a ctypes error: an interface other than this module's
+            return None
     return None
 
 
 def _agrees(k: Kernels, dtype) -> bool:
+    """Whether the kernels add what np.matmul computes, on parts and blocks of odd sizes over several steps."""
     rng = np.random.default_rng(0)
     T, N, K, widths = 3, 5, 37, (19, 51)  # odd sizes: panels of every width, several blocks a part
     W = rng.standard_normal((K, sum(widths))).astype(dtype)
