@@ -7,8 +7,9 @@ to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
 
 The layout is gate-major, (G, T, N, H): each gate's (N, H) block of a step is contiguous, so every element-wise
 call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N strided rows, which NumPy loops
-over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step writes the gates side
-by side, (N, G*H), read through a gate-major view.  Every gate comes from one exp (charrnn.cells.activations):
+over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step adds into each gate's
+block (charrnn.packed, weights packed once a chunk), or, through np.matmul, writes the gates side by side,
+(N, G*H), added through a gate-major view.  Every gate comes from one exp (charrnn.cells.activations):
 pre-activations arrive pre-scaled by -1 (sigmoid gates) or -2 (g), see gate_scale, so one in-place exp, add
 and divide cover all gates of a step.  tanh(c') stays np.tanh: one call where the exp form takes four, which
 the sampler's batch-1 step would pay for.
@@ -70,8 +71,8 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 def step(a, h, c, h_out, c_out, tc_out, prep, rec, tmp):
     """One time step of N streams.  a (G, N, H): scaled input-side pre-activations, overwritten with the gate
     activations.  h, c (N, H) in; h_out, c_out, tc_out = tanh(c') out (h_out may be h and c_out may be c).
-    rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the sampler's
-    fused GEMV)."""
+    rec (N, G*H) is scratch for the recurrent GEMM, or None when a already includes h @ W_sT (the chunk's packed
+    GEMM, or the sampler's fused GEMV)."""
     k, peephole = prep["gate"], prep["peephole"]
     if rec is not None:
         np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step

@@ -30,7 +30,7 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
 def step(a, h, h_out, prep, rec):
     """One time step of N streams: a (1, N, H) input-side pre-activations (gate-major like the other cells'),
     h (N, H) in, h_out (may be h) out.  rec (N, H) is scratch for the recurrent GEMM, or None when a already
-    includes h @ W_hh^T (the sampler's fused GEMV)."""
+    includes h @ W_hh^T (the chunk's packed GEMM, or the sampler's fused GEMV)."""
     a = a[0]
     if rec is None:
         np.tanh(a, out=h_out)
@@ -41,7 +41,8 @@ def step(a, h, h_out, prep, rec):
 
 
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
-    """xw (1, T, N, H): W_ih x + b_ih + b_hh (left as it is).  state0 = (h0,).
+    """xw (1, T, N, H): W_ih x + b_ih + b_hh (to which the packed GEMM, when it runs, adds h @ W_hh^T).
+    state0 = (h0,).
     Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
     _, T, N, H = xw.shape
     (h0,) = state0
