@@ -134,12 +134,10 @@ def blas_info() -> dict:
         pass
     info = {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
     lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.blas)
-    core, config, threads = (blas.symbol(lib, n) if lib else None for n in ("get_corename", "get_config",
-                                                                             "get_num_threads"))
-    if core and config and threads:
-        core.restype = config.restype = ctypes.c_char_p
-        info.update(source="ctypes", core=core().decode(), threads=threads(),
-                    version=config().decode().strip())
+    config = blas.symbol(lib, "get_config") if lib else None
+    if config and blas.core_name() and blas.threads():
+        config.restype = ctypes.c_char_p
+        info.update(source="ctypes", core=blas.core_name(), threads=blas.threads(), version=config().decode().strip())
     return info
 
 

@@ -59,6 +59,17 @@ def _controls():
     return get, put
 
 
+@functools.cache
+def core_name() -> str | None:
+    """The CPU core whose kernels NumPy's OpenBLAS runs (e.g. "Haswell"), or None where unknown."""
+    lib = openblas()
+    get = None if lib is None else symbol(lib, "get_corename")
+    if get is None:
+        return None
+    get.restype = ctypes.c_char_p
+    return (get() or b"").decode() or None
+
+
 def threads() -> int | None:
     """The threads BLAS splits a GEMM over (OPENBLAS_NUM_THREADS, or the cores), or None where unknown."""
     controls = _controls()

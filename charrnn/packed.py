@@ -130,13 +130,11 @@ def kernels(dtype) -> Kernels | None:
     lib = blas.openblas()
     if lib is None or dtype not in (np.float32, np.float64):
         return None
-    core = blas.symbol(lib, "get_corename")
-    if core is None:
+    name = blas.core_name()
+    if name is None:
         return None
-    core.restype = ctypes.c_char_p
-    name = (core() or b"").decode().upper()
     prefix, ctype = ("s", ctypes.c_float) if dtype == np.float32 else ("d", ctypes.c_double)
-    for suffix in (f"_{name}", ""):  # a DYNAMIC_ARCH build names every core's kernels
+    for suffix in (f"_{name.upper()}", ""):  # a DYNAMIC_ARCH build names every core's kernels
         try:
             found = Kernels(lib, prefix, suffix, ctype)
         except AttributeError:
