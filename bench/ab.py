@@ -35,7 +35,7 @@ VOCAB = 65
 SAMPLE_CHARS = 1000  # generated characters a timed sampling step
 # Turns of BLOCK timed steps each, after SETTLE untimed ones: OpenBLAS's threads spin-wait ~0.1 s after a
 # multi-threaded call, and on 2 cores took one from the other version's next steps when that version runs
-# sharded (charrnn.parallel): step-by-step turns read 0.68-0.76x for changes that were 1.04-1.30x on their own
+# sharded (charrnn.fast.shards): step-by-step turns read 0.68-0.76x for changes that were 1.04-1.30x on their own
 SETTLE, BLOCK = 2, 5
 
 
@@ -65,7 +65,7 @@ def parse(name: str) -> tuple[str, int, int, int, int]:
 def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_len: int):
     """One training step of that package's code (forward, loss, backward, norm clip 5, Adam 2e-3), as a closure,
     state carried between calls; the same weights and data for every package.  Sharded over the cores as
-    `charrnn train` runs it, where the package can (charrnn.parallel).  bench/train_speed times it too."""
+    `charrnn train` runs it, where the package can (charrnn.fast.shards).  bench/train_speed times it too."""
     model_mod = importlib.import_module(f"{package}.model")
     optim_mod = importlib.import_module(f"{package}.optim")
     cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
@@ -82,7 +82,7 @@ def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_l
     cores = getattr(runner, "owning_cores", lambda batch: contextlib.nullcontext())
 
     def step() -> None:
-        with cores(batch):  # as charrnn.train runs its loop
+        with cores(batch):  # as charrnn.runs.train runs its loop
             _, grads, state[0] = runner.loss_and_grads(x, y, state[0])
             optim_mod.clip_gradients(grads, 5.0)
             optim.step(model.params, grads, 2e-3)

@@ -25,11 +25,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch_peer  # noqa: E402
 
-from charrnn.data import Streams, read_corpus  # noqa: E402
-from charrnn.export import from_torch  # noqa: E402
-from charrnn.model import Model, ModelConfig  # noqa: E402
-from charrnn.optim import clip_gradients, make_optimizer  # noqa: E402
-from charrnn.train import validate  # noqa: E402
+from charrnn.core.model import Model, ModelConfig  # noqa: E402
+from charrnn.core.optim import clip_gradients, make_optimizer  # noqa: E402
+from charrnn.runs.streams import Streams  # noqa: E402
+from charrnn.runs.train import validate  # noqa: E402
+from charrnn.store.corpus import read_corpus  # noqa: E402
+from charrnn.store.export import from_torch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "forget_bias.json"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"

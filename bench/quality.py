@@ -46,7 +46,7 @@ def main() -> None:
     wall = time.monotonic() - started
 
     sys.path.insert(0, str(ROOT))
-    from charrnn import checkpoint
+    from charrnn.store import checkpoint
 
     meta = checkpoint.load(out / "latest.npz").meta
     print(f"\n{'minutes':>8}{'step':>8}{'train':>8}{'val':>8}{'bits':>7}")

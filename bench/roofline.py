@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from charrnn import blas  # noqa: E402
+from charrnn.fast import blas  # noqa: E402
 
 PINNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # what the autodetected child runs without
 HIDDENS = (128, 256, 512)
@@ -133,7 +133,7 @@ def blas_info() -> dict:
     except ImportError:
         pass
     info = {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
-    lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.blas)
+    lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.fast.blas)
     config = blas.symbol(lib, "get_config") if lib else None
     if config and blas.core_name() and blas.threads():
         config.restype = ctypes.c_char_p

@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch_peer  # noqa: E402
 
-from charrnn.model import Model, ModelConfig  # noqa: E402
-from charrnn.sample import generate  # noqa: E402
-from charrnn.vocab import Vocab  # noqa: E402
+from charrnn.core.model import Model, ModelConfig  # noqa: E402
+from charrnn.core.sample import generate  # noqa: E402
+from charrnn.core.vocab import Vocab  # noqa: E402
 
 CONFIGS = [("lstm", 2, 256), ("lstm", 1, 512), ("gru", 1, 256), ("rnn", 1, 256)]
 VOCAB = Vocab(chr(c) for c in range(32, 97))  # 65 symbols, like tiny-shakespeare

@@ -6,7 +6,7 @@ cache), the peak RSS of preparing, and the peak RSS and chars/s of training an L
 cached corpus, and the peak RSS of reading it as `charrnn eval` does (evaluate.known_text) for a model whose
 vocabulary holds one character more (read through a table) and for one that lacks the corpus's first character
 (the line break, dropped: compacted into a copy).  Each measurement runs in a fresh child process, so peak RSS
-is its own; training's data-parallel worker processes (charrnn.parallel) are counted apart, as the largest
+is its own; training's data-parallel worker processes (charrnn.fast.shards) are counted apart, as the largest
 one's peak (pages they share with the trainer, such as NumPy's code, count in both).
 
     python bench/scale.py [--sizes 10,100,1000] [--kinds ascii,utf8] [--steps 50]
@@ -66,16 +66,16 @@ print(json.dumps({**result, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SE
 """
 PREPARE = """
 import json, time
-from charrnn.data import read_corpus
+from charrnn.store.corpus import read_corpus
 t = time.perf_counter(); c = read_corpus({path!r}); dt = time.perf_counter() - t
 result = {{"seconds": dt, "chars": len(c.data), "vocab": len(c.vocab), "mmap": type(c.data).__name__}}
 """
 
 TRAIN = """
 import json
-from charrnn.data import read_corpus
-from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig, Trainer
+from charrnn.store.corpus import read_corpus
+from charrnn.core.model import ModelConfig
+from charrnn.runs.train import TrainConfig, Trainer
 c = read_corpus({path!r})
 cfg = TrainConfig(steps={steps}, val_frac=0.0001, eval_every={steps}, save_every=10**9, seed=0)
 t = Trainer(c, ModelConfig(vocab_size=len(c.vocab), hidden=256, layers=2), cfg, {out!r})
@@ -85,9 +85,9 @@ result = {{"chars_per_s": t.history[-1]["chars_per_s"], "val_chars": len(t.val_d
 
 EVAL_READ = """
 import json
-from charrnn.data import read_corpus
-from charrnn.evaluate import known_text
-from charrnn.vocab import Vocab
+from charrnn.store.corpus import read_corpus
+from charrnn.runs.evaluate import known_text
+from charrnn.core.vocab import Vocab
 chars = read_corpus({path!r}).vocab.chars
 vocab = Vocab(set(chars[{drop}:]) | {{"\\u2603"}})
 data, read, unknown = known_text({path!r}, vocab)

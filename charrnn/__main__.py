@@ -1,5 +1,5 @@
 """`python -m charrnn` runs the command-line tool."""
 
-from charrnn.cli import main
+from charrnn.cli.commands import main
 
 main()

@@ -7,17 +7,18 @@ import stat
 import numpy as np
 import pytest
 
-import charrnn.data
-from charrnn.data import Streams, read_corpus
-from charrnn.vocab import Vocab
+import charrnn.store.corpus
+from charrnn.core.vocab import Vocab
+from charrnn.runs.streams import Streams
+from charrnn.store.corpus import read_corpus
 
 TEXT = "Ünïcode and ASCII, mixed: 😀 — " * 400 + "plain ascii tail " * 2000
 
 
 @pytest.fixture
 def big(tmp_path, monkeypatch):
-    monkeypatch.setattr(charrnn.data, "CACHE_MIN_BYTES", 1000)
-    monkeypatch.setattr(charrnn.data, "BLOCK", 4096)  # several ASCII and non-ASCII blocks
+    monkeypatch.setattr(charrnn.store.corpus, "CACHE_MIN_BYTES", 1000)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 4096)  # several ASCII and non-ASCII blocks
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     path = tmp_path / "big.txt"
     path.write_text(TEXT, encoding="utf-8")

@@ -5,9 +5,9 @@ import naive
 import numpy as np
 import pytest
 
-from charrnn import blas, packed
-from charrnn.cells import workspace
-from charrnn.model import Model, ModelConfig, cross_entropy
+from charrnn.core.model import Model, ModelConfig, cross_entropy
+from charrnn.core.stepper import Stepper
+from charrnn.fast import blas, packed, workspace
 
 CELL_OPTIONS = [
     dict(cell="rnn"),
@@ -27,7 +27,7 @@ def case_id(case):
 @pytest.fixture(params=["matmul", "packed"])
 def gemm(request, monkeypatch):
     """Both ways a chunk runs its recurrent GEMMs: np.matmul, or OpenBLAS's kernels on weights packed once a chunk
-    (charrnn.packed), which a chunk takes when BLAS runs on one thread, as in a shard."""
+    (charrnn.fast.packed), which a chunk takes when BLAS runs on one thread, as in a shard."""
     if request.param == "matmul":
         monkeypatch.setattr(packed, "kernels", lambda dtype: None)
         yield request.param
@@ -155,5 +155,5 @@ def test_float32_stays_float32(case, gemm):
     assert np.isfinite(loss)
     assert all(g.dtype == np.float32 for g in grads.values())
     assert all(s.dtype == np.float32 for s in final)
-    logits = model.stepper(final).step(x[:, 0])
+    logits = Stepper(model, final).step(x[:, 0])
     assert logits.dtype == np.float32 and logits.shape == (2, 7)

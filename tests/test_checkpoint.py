@@ -7,11 +7,11 @@ import stat
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.optim import make_optimizer
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.model import Model, ModelConfig
-from charrnn.optim import make_optimizer
-from charrnn.vocab import Vocab
+from charrnn.store import checkpoint
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint
-from charrnn.cli import main
+from charrnn.cli.commands import main
+from charrnn.store import checkpoint
 
 TEXT = "".join(f"{i} green bottles, hanging on the wall; and if one green bottle should accidentally fall...\n"
                for i in range(40))

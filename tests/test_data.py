@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import charrnn.data
-from charrnn.data import Corpus, Remapped, Streams, corpus_from_text, eval_batches, read_corpus
+import charrnn.store.corpus
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.vocab import Vocab
+from charrnn.runs.streams import Streams, eval_batches
+from charrnn.store.corpus import Corpus, Remapped, corpus_from_text, read_corpus
 
 MIXED = "Größe: 5 €\nnaïve café 😀🎉 — ok\n日本語のテキスト\n"
 
@@ -66,7 +67,7 @@ def test_read_more_than_256_symbols_uses_uint16(tmp_path):
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 7, 11, 64])
 def test_block_splits_decode_exactly(tmp_path, monkeypatch, block):
     # With tiny blocks every multi-byte character (2, 3 and 4 bytes) is split across blocks somewhere.
-    monkeypatch.setattr(charrnn.data, "BLOCK", block)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", block)
     text = "ascii " + MIXED + "x" * 9 + "é😀"
     path = write(tmp_path, text)
     c = read_corpus(path)
@@ -77,7 +78,7 @@ def test_block_splits_decode_exactly(tmp_path, monkeypatch, block):
 
 @pytest.mark.parametrize("block", [1, 2, 64])
 def test_a_leading_utf8_byte_order_mark_is_not_text(tmp_path, monkeypatch, block):
-    monkeypatch.setattr(charrnn.data, "BLOCK", block)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", block)
     text = "a line\r\n\ufeffword joiner inside\r\n"  # a BOM within the text is a character (U+FEFF)
     path = write(tmp_path, codecs.BOM_UTF8 + text.encode("utf-8"))
     c = read_corpus(path)
@@ -89,7 +90,7 @@ def test_a_leading_utf8_byte_order_mark_is_not_text(tmp_path, monkeypatch, block
 
 
 def test_emoji_split_across_block_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr(charrnn.data, "BLOCK", 7)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 7)
     text = "abcdef😀gh"  # the emoji's 4 bytes are offsets 6..9: one in the first block, three in the second
     assert len(text[:6].encode()) == 6
     c = read_corpus(write(tmp_path, text))
@@ -114,7 +115,7 @@ def test_truncated_character_at_end_of_file(tmp_path):
 @pytest.mark.parametrize("prefix_char", ["a", "é"])
 def test_invalid_byte_offset_across_blocks(tmp_path, monkeypatch, offset, prefix_char):
     # BLOCK = 7 puts block boundaries at 7, 14, 21: offsets 7 and 14 are just past one.
-    monkeypatch.setattr(charrnn.data, "BLOCK", 7)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 7)
     width = len(prefix_char.encode())
     prefix = (prefix_char * (offset // width) + "a" * (offset % width)).encode()
     assert len(prefix) == offset
@@ -123,7 +124,7 @@ def test_invalid_byte_offset_across_blocks(tmp_path, monkeypatch, offset, prefix
 
 def test_bad_continuation_split_across_blocks(tmp_path, monkeypatch):
     # A lead byte ends block one, the next block does not continue it: the error is at the lead byte.
-    monkeypatch.setattr(charrnn.data, "BLOCK", 7)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 7)
     offset_error(write(tmp_path, b"abcdef\xc3(more)"), 6)
     offset_error(write(tmp_path, b"abcde\xf0\x9f(more)"), 5)
 
@@ -139,7 +140,7 @@ def test_latin1_encoding(tmp_path):
 
 
 def test_utf16_encoding_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(charrnn.data, "BLOCK", 3)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 3)
     text = "héllo 😀 wörld"
     c = read_corpus(write(tmp_path, text.encode("utf-16")), encoding="utf-16")
     assert c.vocab.decode(c.data) == text
@@ -180,7 +181,7 @@ def test_nul_bytes_are_binary(tmp_path, content):
 
 
 def test_nul_byte_after_block_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr(charrnn.data, "BLOCK", 4)
+    monkeypatch.setattr(charrnn.store.corpus, "BLOCK", 4)
     with pytest.raises(CharrnnError, match="NUL"):
         read_corpus(write(tmp_path, b"abcdefgh\x00"))
 

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import charrnn.cache
-import charrnn.data
-import charrnn.evaluate
-from charrnn import checkpoint
-from charrnn.cli import main
-from charrnn.data import corpus_from_text
+import charrnn.runs.evaluate
+import charrnn.store.cache
+import charrnn.store.corpus
+from charrnn.cli.commands import main
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import VAL_STREAMS, evaluate_file, known_text
-from charrnn.export import from_torch, to_torch
-from charrnn.model import Model, ModelConfig
-from charrnn.train import TrainConfig, Trainer, validate
-from charrnn.vocab import Vocab
+from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file, known_text
+from charrnn.runs.train import TrainConfig, Trainer, validate
+from charrnn.store import checkpoint
+from charrnn.store.corpus import corpus_from_text
+from charrnn.store.export import from_torch, to_torch
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\nthe cat and the dog.\n" * 12
 
@@ -79,9 +79,9 @@ def test_unknown_characters_are_counted_reported_and_skipped(ck_path, tmp_path):
 def test_known_text_of_a_cached_file_reads_it_in_blocks_without_a_copy(ck_path, tmp_path, monkeypatch, block):
     """A big file is counted and compacted block by block (bincount of it all cast it to 8 bytes a character,
     the remap table added 8 more: a 200 MB file peaked at 3.5 GB); one without unknowns is not copied at all."""
-    monkeypatch.setattr(charrnn.data, "CACHE_MIN_BYTES", 100)
-    monkeypatch.setattr(charrnn.evaluate, "CACHE_MIN_BYTES", 100)
-    monkeypatch.setattr(charrnn.evaluate, "BLOCK", block)
+    monkeypatch.setattr(charrnn.store.corpus, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setattr(charrnn.runs.evaluate, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setattr(charrnn.runs.evaluate, "BLOCK", block)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     ck = checkpoint.load(ck_path)
     clean, dirty = tmp_path / "clean.txt", tmp_path / "dirty.txt"
@@ -102,13 +102,13 @@ def test_known_text_of_a_cached_file_reads_it_in_blocks_without_a_copy(ck_path, 
 
 def test_known_text_compacts_in_memory_where_no_scratch_file_fits(ck_path, tmp_path, monkeypatch):
     """A full disk (or no writable cache location) leaves the copy in memory: the scores do not change."""
-    monkeypatch.setattr(charrnn.evaluate, "CACHE_MIN_BYTES", 100)
+    monkeypatch.setattr(charrnn.runs.evaluate, "CACHE_MIN_BYTES", 100)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
     def disk_full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(charrnn.cache.os, "posix_fallocate", disk_full)
+    monkeypatch.setattr(charrnn.store.cache.os, "posix_fallocate", disk_full)
     dirty = tmp_path / "dirty.txt"
     dirty.write_text("☃" + TEXT[:300] + "É", encoding="utf-8")
     vocab = checkpoint.load(ck_path).vocab

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
-from charrnn.checkpoint import Checkpoint
-from charrnn.data import corpus_from_text
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.finetune import InitFrom
-from charrnn.model import Model, ModelConfig
-from charrnn.train import TrainConfig, Trainer
-from charrnn.vocab import Vocab
+from charrnn.runs.finetune import InitFrom
+from charrnn.runs.train import TrainConfig, Trainer
+from charrnn.store import checkpoint
+from charrnn.store.checkpoint import Checkpoint
+from charrnn.store.corpus import corpus_from_text
 
 OLD_TEXT = "".join(f"row {i}: the cat sat on the mat, {'happy' if i % 2 else 'sleepy'}.\n" for i in range(80))
 NEW_TEXT = OLD_TEXT.replace("cat", "CAT!")  # the same kind of text, with three characters the old model lacks

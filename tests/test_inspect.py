@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint
-from charrnn.cli import main
-from charrnn.data import corpus_from_text
+from charrnn.cli.commands import main
+from charrnn.cli.textplot import plot
+from charrnn.cli.views import escape_chars
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.inspect import describe, escape_chars
-from charrnn.model import Model, ModelConfig
-from charrnn.textplot import plot
-from charrnn.train import TrainConfig, Trainer
-from charrnn.vocab import Vocab
+from charrnn.runs.inspect import describe
+from charrnn.runs.train import TrainConfig, Trainer
+from charrnn.store import checkpoint
+from charrnn.store.corpus import corpus_from_text
 
 TEXT = "Tab\there, a café ☕ and a line.\nAnother line, another café.\n" * 20
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint
-from charrnn.cli import main
-from charrnn.data import corpus_from_text
-from charrnn.export import from_torch
-from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig, Trainer
-from charrnn.vocab import Vocab
+from charrnn.cli.commands import main
+from charrnn.core.model import ModelConfig
+from charrnn.core.vocab import Vocab
+from charrnn.runs.train import TrainConfig, Trainer
+from charrnn.store import checkpoint
+from charrnn.store.corpus import corpus_from_text
+from charrnn.store.export import from_torch
 
 torch = pytest.importorskip("torch")
 

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from charrnn.data import Streams
+from charrnn.core.model import Model, ModelConfig, cross_entropy, param_shapes, scatter_rows
+from charrnn.core.optim import clip_gradients, make_optimizer
+from charrnn.core.stepper import Stepper
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.model import Model, ModelConfig, cross_entropy, param_shapes, scatter_rows
-from charrnn.optim import clip_gradients, make_optimizer
-from charrnn.vocab import Vocab
+from charrnn.runs.streams import Streams
 
 
 def test_parameter_names_and_shapes_follow_pytorch():
@@ -77,7 +78,7 @@ def test_step_by_step_equals_chunk(cell):
     x = np.random.default_rng(1).integers(0, 6, (3, 7))
     logits, final, _ = model.forward(x, model.initial_state(3))
     logits = logits.reshape(7, 3, 6).copy()
-    stepper = model.stepper(model.initial_state(3))
+    stepper = Stepper(model, model.initial_state(3))
     for t in range(7):
         np.testing.assert_allclose(stepper.step(x[:, t]), logits[t], atol=1e-12)
     for s, f in zip(stepper.state, final, strict=True):

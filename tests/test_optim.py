@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from charrnn.core.optim import OPTIMIZERS, clip_gradients, global_norm, make_optimizer
 from charrnn.errors import CharrnnError
-from charrnn.optim import OPTIMIZERS, clip_gradients, global_norm, make_optimizer
 
 NAMES = ["adam", "adamw", "rmsprop", "adagrad", "sgd"]
 

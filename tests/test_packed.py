@@ -1,11 +1,11 @@
-"""The recurrent GEMMs on weights packed once a chunk (charrnn.packed): the same sums as np.matmul, and np.matmul
+"""The recurrent GEMMs on weights packed once a chunk (charrnn.fast.packed): the same sums as np.matmul, and np.matmul
 wherever the kernels, the thread count or the layout do not fit."""
 
 import numpy as np
 import pytest
 
-from charrnn import blas, packed
-from charrnn.cells.workspace import Workspace
+from charrnn.fast import blas, packed
+from charrnn.fast.workspace import Workspace
 
 
 def found(dtype=np.float32):

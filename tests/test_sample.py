@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import charrnn.sample
-from charrnn import checkpoint
-from charrnn.cli import SEPARATOR, main
-from charrnn.data import corpus_from_text
+import charrnn.core.sample
+from charrnn.cli.commands import SEPARATOR, main
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.sample import Picker, generate, next_distribution, prime_state, sample_text, stream
+from charrnn.core.stepper import Stepper
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.model import Model, ModelConfig
-from charrnn.sample import Picker, generate, next_distribution, prime_state, sample_text, stream
-from charrnn.stepper import Stepper
-from charrnn.train import TrainConfig, Trainer
-from charrnn.vocab import Vocab
+from charrnn.runs.train import TrainConfig, Trainer
+from charrnn.store import checkpoint
+from charrnn.store.corpus import corpus_from_text
 
 PROSE = ("the heron stood in the reeds and the miller kept a clock. every hour the clock struck and the heron "
          "lifted one leg. why do you listen to that box, said a frog. because it knows the hour, said the heron.\n")
@@ -220,7 +220,7 @@ def test_bad_options_are_refused(bad):
 
 @pytest.mark.parametrize("chunk", [1024, 7])
 def test_prime_state_equals_feeding_the_prime_step_by_step(chunk, monkeypatch):
-    monkeypatch.setattr(charrnn.sample, "PRIME_CHUNK", chunk)  # 7: the prime spans several forward calls
+    monkeypatch.setattr(charrnn.core.sample, "PRIME_CHUNK", chunk)  # 7: the prime spans several forward calls
     model, prime = random_model("lstm"), "abcjihgfe\nbadcafe\nhead"
     logits, state = prime_state(model, VOCAB, prime, num_samples=3)
     stepper = Stepper(model, model.initial_state(1))

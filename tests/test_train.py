@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
-from charrnn.data import corpus_from_text
+from charrnn.core.model import ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import VAL_STREAMS
-from charrnn.model import ModelConfig
-from charrnn.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate, validate
+from charrnn.runs.evaluate import VAL_STREAMS
+from charrnn.runs.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate, validate
+from charrnn.store import checkpoint
+from charrnn.store.corpus import corpus_from_text
 
 TEXT = "".join(f"line {i}: the quick brown fox {'jumps' if i % 3 else 'naps'} over the lazy dog.\n" for i in range(60))
 TIMING = ("elapsed", "chars_per_s")  # wall-clock fields, the only ones allowed to differ between identical runs

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charrnn.core.vocab import Vocab, index_dtype
 from charrnn.errors import CharrnnError
-from charrnn.vocab import Vocab, index_dtype
 
 
 def chars_without_surrogates(n):

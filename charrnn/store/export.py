@@ -15,9 +15,9 @@ import re
 
 import numpy as np
 
-from charrnn.checkpoint import atomic_savez
+from charrnn.core.model import DTYPES, Model, ModelConfig, param_shapes
 from charrnn.errors import CharrnnError
-from charrnn.model import DTYPES, Model, ModelConfig, param_shapes
+from charrnn.store.checkpoint import atomic_savez
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.cache import CACHE_MIN_BYTES, load_cache, save_cache
+from charrnn.core.vocab import Vocab, describe_chars
 from charrnn.errors import CharrnnError
-from charrnn.vocab import Vocab, describe_chars
+from charrnn.store.cache import CACHE_MIN_BYTES, load_cache, save_cache
 
 BLOCK = 1 << 23  # bytes read at a time
 MAX_CODE_POINT = 0x10FFFF
@@ -180,7 +180,7 @@ def join_blocks(blocks: Iterable[np.ndarray], out: np.ndarray) -> np.ndarray:
 def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus",
                 cache: bool = True) -> Corpus:
     """Read and encode a text file, streaming it in blocks.  Files of CACHE_MIN_BYTES or more keep their
-    encoded indices in a cache file (see charrnn.cache) that later runs memory-map instead of decoding again.
+    encoded indices in a cache file (see charrnn.store.cache) that later runs memory-map instead of decoding again.
     With a given vocab (resume), characters outside it are an error."""
     path = check_path(path, label)
     use_cache = cache and path.stat().st_size >= CACHE_MIN_BYTES
@@ -207,56 +207,3 @@ def corpus_from_text(text: str, name: str = "<text>") -> Corpus:
     vocab = Vocab.from_text(text)
     raw = text.encode("utf-8")
     return Corpus(name, len(raw), hashlib.sha256(raw).hexdigest(), vocab, vocab.encode(text))
-
-
-class Streams:
-    """A split cut into B contiguous streams, as char-rnn does it.
-
-    Stream b covers data[b*S : (b+1)*S + 1] with S = (n - 1) // B.  Chunk j of an epoch is columns
-    [j*T, (j+1)*T) of every stream; targets are the inputs shifted by one character.  The position is just the
-    chunk number, held by the caller, so a run can stop and continue at exactly the same place.
-
-    An offset r rotates the split: stream b then starts at r + b*S, wrapping around the end of the data, so the
-    trainer can give every epoch different streams and chunk boundaries (see train.epoch_offset).
-    """
-
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split: str = "train"):
-        if batch_size < 1 or seq_len < 1:
-            raise CharrnnError("batch size and sequence length must be positive")
-        n = len(data)
-        self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
-        self.stream_len = (n - 1) // batch_size if n > 0 else 0
-        self.chunks = self.stream_len // seq_len  # per epoch
-        if self.chunks == 0:
-            fit = (n - 1) // seq_len
-            hint = (f"--batch-size {fit} would fit, or use a longer corpus" if fit >= 1 else
-                    f"even --batch-size 1 needs {seq_len + 1}: use a shorter --seq-len or a longer corpus")
-            raise CharrnnError(
-                f"the {split} split has {n} characters, too short for one chunk of --batch-size {batch_size} x "
-                f"--seq-len {seq_len} (needs {batch_size * seq_len + 1}); {hint}"
-            )
-        self._starts = np.arange(batch_size) * self.stream_len
-
-    def batch(self, chunk: int, length: int | None = None, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets (B, T) of chunk number `chunk` (0 <= chunk < self.chunks), rotated by `offset`."""
-        T = self.seq_len if length is None else length
-        idx = (self._starts + (offset + chunk * self.seq_len))[:, None] + np.arange(T + 1)
-        if offset:
-            idx %= len(self.data)
-        window = self.data[idx]
-        return window[:, :-1], window[:, 1:]
-
-
-def eval_batches(data: np.ndarray, batch_size: int, seq_len: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Every character of a split (but the < B left over by the stream cut) in (B, T) chunks, the last shorter,
-    for evaluation with carried state.  Uses fewer streams when the split is short."""
-    n = len(data)
-    if n < 2:
-        return
-    B = max(1, min(batch_size, (n - 1) // seq_len))
-    streams = Streams(data, B, min(seq_len, (n - 1) // B))
-    for j in range(streams.chunks):
-        yield streams.batch(j)
-    tail = streams.stream_len - streams.chunks * streams.seq_len
-    if tail:
-        yield streams.batch(streams.chunks, tail)

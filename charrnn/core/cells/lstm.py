@@ -8,8 +8,8 @@ to o's.  Coupled input-forget gates drop f and use f = 1 - i (gates i, g, o).
 The layout is gate-major, (G, T, N, H): each gate's (N, H) block of a step is contiguous, so every element-wise
 call on a gate runs as one loop.  In the (T, N, G*H) layout a gate's block is N strided rows, which NumPy loops
 over one by one (a step of LSTM 1x256 took ~10% longer).  The one recurrent GEMM of a step adds into each gate's
-block (charrnn.packed, weights packed once a chunk), or, through np.matmul, writes the gates side by side,
-(N, G*H), added through a gate-major view.  Every gate comes from one exp (charrnn.cells.activations):
+block (charrnn.fast.packed, weights packed once a chunk), or, through np.matmul, writes the gates side by side,
+(N, G*H), added through a gate-major view.  Every gate comes from one exp (charrnn.core.cells.gates):
 pre-activations arrive pre-scaled by -1 (sigmoid gates) or -2 (g), see gate_scale, so one in-place exp, add
 and divide cover all gates of a step.  tanh(c') stays np.tanh: one call where the exp form takes four, which
 the sampler's batch-1 step would pay for.
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn import packed
-from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
+from charrnn.core.cells.gates import SIGMOID, TANH, activation_slope, gate_major, quiet, squash
+from charrnn.fast import packed
+from charrnn.fast.workspace import Workspace, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:

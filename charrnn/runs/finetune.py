@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.checkpoint import Checkpoint
+from charrnn.core.model import ModelConfig, init_params
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, init_params
-from charrnn.vocab import Vocab
+from charrnn.store.checkpoint import Checkpoint
 
 INPUT, DECODER = "weight_ih_l0", ("decoder.weight", "decoder.bias")  # the parameters indexed by character
 

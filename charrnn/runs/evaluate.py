@@ -1,6 +1,6 @@
 """Scoring a text file with a trained model: average loss, bits per character and perplexity.
 
-The file is read like a training corpus (charrnn.data.read_corpus: strict decoding, NUL check), cut into B
+The file is read like a training corpus (charrnn.store.corpus.read_corpus: strict decoding, NUL check), cut into B
 streams and scored in (B, T) chunks with the state carried from chunk to chunk, as validation does during
 training.  Characters outside the model's vocabulary are counted and dropped; the rest is scored as one text.
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.cache import CACHE_MIN_BYTES, scratch_array
-from charrnn.data import Remapped, eval_batches, join_blocks, read_corpus
+from charrnn.core.model import LN2, Model
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.model import Model
-from charrnn.parallel import Sharded
-from charrnn.vocab import Vocab
+from charrnn.fast.shards import Sharded
+from charrnn.runs.streams import eval_batches
+from charrnn.store.cache import CACHE_MIN_BYTES, scratch_array
+from charrnn.store.corpus import Remapped, join_blocks, read_corpus
 
-LN2 = math.log(2)
 # Streams that validation and `charrnn eval` cut a text into, whatever the training batch.  Each stream starts from
 # a zero state, so the count moves the figure a little (16 streams score ~0.004 nats/char lower than 64); fixed, it
 # depends on the model alone, and 64 streams score faster than a small training batch would.
@@ -37,7 +37,7 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
     Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first).
     Memory stays flat: a file without unknown characters is read through a table (memory-mapped when cached),
     one with them is compacted block by block into one byte a character (two past 256 symbols), in a memory-mapped
-    scratch file when that is a big corpus's size (charrnn.cache.scratch_array), else in memory."""
+    scratch file when that is a big corpus's size (charrnn.store.cache.scratch_array), else in memory."""
     corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
     data, n = corpus.data, len(corpus.data)
@@ -86,7 +86,7 @@ def evaluate_file(model: Model, vocab: Vocab, path, *, encoding: str = "utf-8", 
     if len(data) < 2:
         raise CharrnnError(f"{path} has {len(data)} character(s) in the model's vocabulary; at least 2 are needed "
                            f"to score a prediction")
-    sharded = Sharded(model)  # the streams over the cores (charrnn.parallel)
+    sharded = Sharded(model)  # the streams over the cores (charrnn.fast.shards)
     try:
         with sharded.owning_cores(batch_size):
             total, count = score(sharded, data, batch_size, seq_len, progress)

@@ -29,13 +29,12 @@ import sys
 import time
 import warnings
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn import blas
-from charrnn.cells import STATE_NAMES
 from charrnn.errors import CharrnnError
-from charrnn.model import Model, ModelConfig, param_shapes
+from charrnn.fast import blas
 
 # Streams per shard, at least.  Split in two on a 2-core Zen 3: B 32 (T 32, LSTM 2x256) ran 1.25x; B 16 ran
 # 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128, whose shard of 8 is too little work
@@ -57,19 +56,44 @@ def shard_bounds(batch: int, shards: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-def job_layout(cfg: ModelConfig, kind: str, N: int, T: int, index_dtype, masked: bool) -> list[tuple]:
+@dataclass(frozen=True)
+class Shape:
+    """What a worker needs to know of a model to lay out its jobs and build its replica.  A model here is anything
+    with .cfg, .params (name -> array), initial_state(N) (a tuple of (L, N, H) arrays), loss_and_grads, evaluate
+    and dropout_masks, built as type(model)(cfg, params): charrnn.core.model.Model, which this part of the
+    package does not import (the maths sits above the speed machinery)."""
+
+    kind: type
+    cfg: object
+    params: tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape), in the model's order
+    states: int  # arrays of the carried state: 2 for an LSTM (h, c), else 1
+    layers: int
+    hidden: int
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, model) -> Shape:
+        state = model.initial_state(0)
+        L, _, H = state[0].shape
+        return cls(type(model), model.cfg, tuple((k, p.shape) for k, p in model.params.items()), len(state), L, H,
+                   np.dtype(state[0].dtype))
+
+    def replica(self, params: dict):
+        return self.kind(self.cfg, params)
+
+
+def job_layout(shape: Shape, kind: str, N: int, T: int, index_dtype, masked: bool) -> list[tuple]:
     """(name, shape, dtype) of every array of a job in an arena.  The parameters come first, at the same offsets
     for every job, so a worker's replica keeps viewing them; then a training job's gradients, the inputs, the
     states in and out, and the dropout masks."""
-    dt, S = np.dtype(cfg.dtype), len(STATE_NAMES[cfg.cell])
-    shapes = param_shapes(cfg)
-    layout = [(f"param {k}", shape, dt) for k, shape in shapes.items()]
+    dt, L, H = shape.dtype, shape.layers, shape.hidden
+    layout = [(f"param {k}", size, dt) for k, size in shape.params]
     if kind == "train":
-        layout += [(f"grad {k}", shape, dt) for k, shape in shapes.items()]
+        layout += [(f"grad {k}", size, dt) for k, size in shape.params]
     layout += [("x", (N, T), index_dtype), ("y", (N, T), index_dtype)]
-    layout += [(f"{io} {i}", (cfg.layers, N, cfg.hidden), dt) for io in ("state", "final") for i in range(S)]
+    layout += [(f"{io} {i}", (L, N, H), dt) for io in ("state", "final") for i in range(shape.states)]
     if masked:
-        layout += [(f"mask {k}", (T, N, cfg.hidden), dt) for k in range(cfg.layers)]
+        layout += [(f"mask {k}", (T, N, H), dt) for k in range(L)]
     return layout
 
 
@@ -100,12 +124,12 @@ class WorkerDied(CharrnnError):
     model's parameters are not."""
 
 
-def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
+def _serve(conn, arena: Arena, shape: Shape) -> None:
     """A worker's life: compute one shard per message until the pipe closes or says None."""
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (to the terminal's whole process group) and SIGTERM
         signal.signal(sig, signal.SIG_IGN)  # are the parent's: it finishes the step, saves and closes us
-    arrays = arena.arrays(job_layout(cfg, "evaluate", 0, 0, np.uint8, False))
-    replica = Model(cfg, {k: arrays[f"param {k}"] for k in param_shapes(cfg)})  # reads what the parent copies in
+    arrays = arena.arrays(job_layout(shape, "evaluate", 0, 0, np.uint8, False))
+    replica = shape.replica({k: arrays[f"param {k}"] for k, _ in shape.params})  # reads what the parent copies in
     with blas.single_threaded():
         while True:
             try:
@@ -116,11 +140,11 @@ def _serve(conn, arena: Arena, cfg: ModelConfig) -> None:
                 return
             kind, N, T, index_dtype, masked, errstate = job
             try:
-                a = arena.arrays(job_layout(cfg, kind, N, T, np.dtype(index_dtype), masked))
-                state = tuple(a[f"state {i}"] for i in range(len(STATE_NAMES[cfg.cell])))
+                a = arena.arrays(job_layout(shape, kind, N, T, np.dtype(index_dtype), masked))
+                state = tuple(a[f"state {i}"] for i in range(shape.states))
                 with np.errstate(**errstate):  # the caller's float-error handling
                     if kind == "train":
-                        masks = [a[f"mask {k}"] for k in range(cfg.layers)] if masked else None
+                        masks = [a[f"mask {k}"] for k in range(shape.layers)] if masked else None
                         loss, grads, final = replica.loss_and_grads(a["x"], a["y"], state, masks=masks)
                         for k, g in grads.items():
                             np.copyto(a[f"grad {k}"], g)
@@ -143,9 +167,9 @@ class Worker:
     multiprocessing.Process: at exit, multiprocessing terminates its daemons with SIGTERM, which a worker ignores
     (see _serve); these are closed by their Sharded, or leave when the pipe closes."""
 
-    def __init__(self, cfg: ModelConfig, size: int, others: tuple[Worker, ...] = ()):
+    def __init__(self, shape: Shape, size: int, others: tuple[Worker, ...] = ()):
         """others: the workers forked before, whose pipe ends this one's process closes."""
-        self.cfg, self.arena = cfg, Arena(size)
+        self.shape, self.arena = shape, Arena(size)
         self._conn, child = multiprocessing.Pipe()
         with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child runs
             warnings.simplefilter("ignore", DeprecationWarning)  # only _serve, which takes none of their locks
@@ -159,7 +183,7 @@ class Worker:
             try:
                 for conn in (self._conn, *(w._conn for w in others)):  # else a pipe never closes when the
                     conn.close()  # trainer dies: this process would hold its other end open
-                _serve(child, self.arena, cfg)
+                _serve(child, self.arena, shape)
                 status = 0
             finally:
                 os._exit(status)
@@ -203,11 +227,11 @@ class Worker:
             raise self._died() from None
         if not ok:
             raise reply
-        a, S = self._job, len(STATE_NAMES[self.cfg.cell])
-        final = tuple(a[f"final {i}"] for i in range(S))
+        a = self._job
+        final = tuple(a[f"final {i}"] for i in range(self.shape.states))
         if isinstance(reply, tuple):  # evaluate: (summed loss, characters)
             return (*reply, final)
-        return reply, {k: a[f"grad {k}"] for k in param_shapes(self.cfg)}, final
+        return reply, {k: a[f"grad {k}"] for k, _ in self.shape.params}, final
 
     def _died(self) -> WorkerDied:
         self._wait(1.0)
@@ -242,8 +266,9 @@ class Sharded:
     """A model's loss_and_grads and evaluate over shards of the batch: the first shard on the model itself, the
     others in worker processes, each on its own core."""
 
-    def __init__(self, model: Model, cores: int | None = None):
-        self.model = model
+    def __init__(self, model, cores: int | None = None):
+        """model: see Shape."""
+        self.model, self.shape = model, Shape.of(model)
         self.cores = blas.threads() if cores is None else cores
         self._workers: list[Worker] = []
         self._finalizer = weakref.finalize(self, _close_all, self._workers)  # no process outlives its Sharded
@@ -271,12 +296,12 @@ class Sharded:
         x, y = np.asarray(x), np.asarray(y)
         try:
             for w, s in enumerate(bounds[1:]):
-                layout = job_layout(self.model.cfg, kind, s.stop - s.start, T, x.dtype, masks is not None)
+                layout = job_layout(self.shape, kind, s.stop - s.start, T, x.dtype, masks is not None)
                 if w == len(self._workers) or not self._workers[w].fits(layout):
                     size = 2 * Arena.bytes_for(layout) + (1 << 20)  # room for other jobs; untouched pages are free
                     if w < len(self._workers):
                         self._workers.pop(w).close()
-                    self._workers.insert(w, Worker(self.model.cfg, size, tuple(self._workers)))
+                    self._workers.insert(w, Worker(self.shape, size, tuple(self._workers)))
                 self._workers[w].submit(kind, layout, self.model.params, x[s], y[s], tuple(a[:, s] for a in state),
                                         None if masks is None else [m[:, s] for m in masks])
             here = bounds[0]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.files import temp_beside
-from charrnn.vocab import Vocab
+from charrnn.core.vocab import Vocab
+from charrnn.store.files import temp_beside
 
 CACHE_MIN_BYTES = 8 << 20  # smaller files decode faster than a cache is worth
 SUFFIX = ".charrnn-cache"

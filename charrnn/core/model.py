@@ -8,15 +8,18 @@ shapes and gate order (`weight_ih_l0` (G*H, V), ..., `decoder.weight` (V, H)), s
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charrnn.cells import CELLS, STATE_NAMES
-from charrnn.cells.workspace import Workspace, gate_major, scaled_transpose
+from charrnn.core.cells import CELLS, STATE_NAMES
+from charrnn.core.cells.gates import gate_major
 from charrnn.errors import CharrnnError
+from charrnn.fast.workspace import Workspace, scaled_transpose
 
 DTYPES = ("float32", "float64")
+LN2 = math.log(2)  # nats in a bit: bits/char = nats/char / LN2
 
 
 @dataclass(frozen=True)
@@ -233,11 +236,6 @@ class Model:
         loss, _ = cross_entropy(logits, np.asarray(y).T.ravel(), grad=False)
         return loss * logits.shape[0], logits.shape[0], final
 
-    def stepper(self, state):
-        """The single-step function for sampling, at any batch size: see charrnn.stepper.Stepper."""
-        from charrnn.stepper import Stepper
-
-        return Stepper(self, state)
 
 
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int, scratch: np.ndarray | None = None) -> np.ndarray:

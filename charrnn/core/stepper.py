@@ -21,10 +21,9 @@ import functools
 
 import numpy as np
 
-from charrnn.cells import lstm
-from charrnn.cells.activations import quiet
-from charrnn.cells.workspace import gate_major
-from charrnn.model import Model
+from charrnn.core.cells import lstm
+from charrnn.core.cells.gates import gate_major, quiet
+from charrnn.core.model import Model
 
 
 def gemv(x: np.ndarray, W: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,7 +44,7 @@ class Stepper:
         cfg, dt = model.cfg, model.dtype
         L, H, GH = cfg.layers, cfg.hidden, cfg.gates * cfg.hidden
         N = state[0].shape[1]
-        # A negative gate scale is an exp-form gate (charrnn.cells.activations), whose exp may overflow
+        # A negative gate scale is an exp-form gate (charrnn.core.cells.gates), whose exp may overflow
         self.exp_gates = bool((model.cell.gate_scale(1, dt, cfg.coupled) < 0).any())
         self.row = np.ones((N, L * H + 1), dt)  # [h_0 | ... | h_{L-1} | 1]
         hs = self.row[:, : L * H].reshape(N, L, H).transpose(1, 0, 2)  # (L, N, H), a view of the row

@@ -16,22 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn import checkpoint
-from charrnn.data import Corpus, Streams
+from charrnn.core.model import LN2, Model, ModelConfig
+from charrnn.core.optim import clip_gradients, make_optimizer
+from charrnn.core.sample import sample_text
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import LN2, VAL_STREAMS, score
-from charrnn.finetune import InitFrom
-from charrnn.model import Model, ModelConfig
-from charrnn.optim import clip_gradients, make_optimizer
-from charrnn.parallel import Sharded, WorkerDied
-from charrnn.sample import sample_text
+from charrnn.fast.shards import Sharded, WorkerDied
+from charrnn.runs.evaluate import VAL_STREAMS, score
+from charrnn.runs.finetune import InitFrom
+from charrnn.runs.streams import Streams
+from charrnn.store import checkpoint
+from charrnn.store.corpus import Corpus
 
 LATEST, BEST = "latest.npz", "best.npz"  # the checkpoints a run keeps in its --out: its last state, its best val
 
 
 @dataclass
 class TrainConfig:
-    """Everything about a run except the model's shape.  Plain defaults; the CLI lays presets (presets.py) over them."""
+    """Everything about a run except the model's shape.  Plain defaults; charrnn.runs.policy lays presets over them."""
 
     seq_len: int = 64  # T: truncation length of backprop through time
     batch_size: int = 64  # B: parallel streams
@@ -147,7 +148,7 @@ class Trainer:
             self.elapsed, self.history, self.best_val, self.best_step = 0.0, [], None, None
         else:
             self._restore(resume)
-        self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.parallel)
+        self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.fast.shards)
 
     def _restore(self, ck: checkpoint.Checkpoint) -> None:
         meta, progress = ck.meta, ck.meta.get("progress")

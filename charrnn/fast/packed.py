@@ -14,7 +14,7 @@ leading dimension M, a C-contiguous x (N, K) is x^T with leading dimension K, an
 unit column stride and row stride ldc is a column-major m x N block.
 
 The kernels run on the calling thread, so this is for code that runs BLAS single-threaded anyway (a shard of
-charrnn.parallel).  Like BLAS itself they raise no float errors (np.matmul checks the flags after BLAS returns):
+charrnn.fast.shards).  Like BLAS itself they raise no float errors (np.matmul checks the flags after BLAS returns):
 an inf or NaN carries on to the loss, which training checks.  They are found and checked against np.matmul on
 first use (kernels()); anything missing or different (another BLAS, an unknown core, a changed interface) leaves
 np.matmul in charge.
@@ -27,7 +27,7 @@ import functools
 
 import numpy as np
 
-from charrnn import blas
+from charrnn.fast import blas
 
 ALIGN = 64  # bytes: the packed panels start on a cache line, as OpenBLAS's own buffers do
 BLOCK_BYTES = 256 << 10  # packed panels of one block of W's columns: within a core's L2 beside x's
@@ -113,7 +113,7 @@ class Packed:
 
 def recurrent(ws, name: str, W: np.ndarray, xs: np.ndarray, dests: list[np.ndarray]) -> Packed | None:
     """A Packed for a layer's chunk, its scratch from the layer's Workspace under `name`, when this chunk's BLAS
-    runs on one thread (a shard of charrnn.parallel, or OPENBLAS_NUM_THREADS=1); else None, and np.matmul, which
+    runs on one thread (a shard of charrnn.fast.shards, or OPENBLAS_NUM_THREADS=1); else None, and np.matmul, which
     splits every GEMM over BLAS's threads, stays in charge.  None too where the kernels or the layout do not fit."""
     found = kernels(W.dtype) if blas.threads() == 1 else None
     if found is None or not fits(W, xs, dests):

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
-from charrnn.cells import STATE_NAMES
+from charrnn.core.cells import STATE_NAMES
+from charrnn.core.model import Model, ModelConfig, param_shapes
+from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.files import temp_beside
-from charrnn.model import Model, ModelConfig, param_shapes
-from charrnn.vocab import Vocab
+from charrnn.store.files import temp_beside
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn import packed
-from charrnn.cells.workspace import Workspace, scaled_transpose, sum_rows
+from charrnn.fast import packed
+from charrnn.fast.workspace import Workspace, scaled_transpose, sum_rows
 
 
 def gate_count(coupled: bool = False) -> int:

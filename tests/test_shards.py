@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from test_train import arrays, assert_gone, make_trainer, strip_timing
 
-from charrnn import blas, checkpoint, packed, parallel
+from charrnn.core.model import Model, ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.model import Model, ModelConfig
-from charrnn.parallel import Sharded, WorkerDied, shard_bounds, shard_count
+from charrnn.fast import blas, packed, shards
+from charrnn.fast.shards import Sharded, WorkerDied, shard_bounds, shard_count
+from charrnn.store import checkpoint
 
 V, N, T = 11, 7, 6
 
@@ -23,7 +24,7 @@ V, N, T = 11, 7, 6
 @pytest.fixture
 def any_batch(monkeypatch):
     """Shard even these tiny batches: one stream per shard is enough."""
-    monkeypatch.setattr(parallel, "MIN_STREAMS", 1)
+    monkeypatch.setattr(shards, "MIN_STREAMS", 1)
 
 
 def make_model(cell, dropout=0.0, layers=2):
@@ -45,7 +46,7 @@ def test_shard_count_gives_each_core_at_least_min_streams():
 
 
 def test_no_fork_no_shards(monkeypatch):
-    monkeypatch.setattr(parallel.sys, "platform", "darwin")
+    monkeypatch.setattr(shards.sys, "platform", "darwin")
     assert shard_count(64, 2) == 1
 
 
@@ -159,7 +160,7 @@ def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
 def test_workers_run_under_the_callers_float_error_handling(any_batch, monkeypatch):
     """An infinite carried state in the worker's streams only: its GEMM makes inf - inf there, and raises or not
     as the caller's np.errstate of the moment says, not as it was when the worker was forked.  np.matmul's GEMM:
-    it checks the float flags after BLAS returns, the kernels on packed weights (charrnn.packed) do not."""
+    it checks the float flags after BLAS returns, the kernels on packed weights (charrnn.fast.packed) do not."""
     monkeypatch.setattr(packed, "kernels", lambda dtype: None)  # before the fork: the worker has it too
     model = make_model("rnn")
     x, y, finite = chunk(model)
@@ -194,11 +195,11 @@ def test_a_program_that_never_closes_its_sharded_still_exits(tmp_path):
     """Interpreter exit stops the workers, whatever order the exit handlers run in (multiprocessing's sends
     SIGTERM to its own processes, which a worker would ignore)."""
     code = ("import numpy as np\n"
-            "from charrnn import parallel\n"
-            "from charrnn.model import Model, ModelConfig\n"
-            "parallel.MIN_STREAMS = 1\n"
+            "from charrnn.fast import shards\n"
+            "from charrnn.core.model import Model, ModelConfig\n"
+            "shards.MIN_STREAMS = 1\n"
             "m = Model.create(ModelConfig(vocab_size=5, cell='rnn', hidden=4, layers=1), np.random.default_rng(0))\n"
-            "sharded = parallel.Sharded(m, cores=2)\n"
+            "sharded = shards.Sharded(m, cores=2)\n"
             "x = np.zeros((4, 3), np.int64)\n"
             "sharded.loss_and_grads(x, x, m.initial_state(4))\n"
             "print(sharded._workers[0].pid)\n")

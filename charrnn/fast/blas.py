@@ -1,6 +1,6 @@
 """How many threads NumPy's BLAS runs, and running a block of code with one.
 
-The data-parallel trainer (charrnn.parallel) gives each core a shard of the batch; inside it BLAS must not split
+The data-parallel trainer (charrnn.fast.shards) gives each core a shard of the batch; inside it BLAS must not split
 every GEMM over the cores again.  NumPy has no API for this.  Its wheels bundle OpenBLAS (scipy-openblas, whose
 symbols carry a prefix and a 64_ suffix) in numpy.libs; a NumPy built against a system OpenBLAS shows it in
 /proc/self/maps.  ctypes reaches either one, already loaded, by its path.  Where no OpenBLAS is found (MKL,

@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from charrnn.cells.activations import SIGMOID, TANH, quiet, squash
-from charrnn.model import Model, ModelConfig
+from charrnn.core.cells.gates import SIGMOID, TANH, quiet, squash
+from charrnn.core.model import Model, ModelConfig
+from charrnn.core.stepper import Stepper
 
 # Dense around 0, then out to where exp overflows (|x| > 88 in float32, > 709 in float64) and to inf.
 GRID = np.concatenate([np.linspace(-12, 12, 20001), [-1e4, -800.0, -100.0, -45.0, 45.0, 100.0, 800.0, 1e4],
@@ -54,6 +55,6 @@ def test_saturated_pre_activations_stay_finite_and_quiet(cell):
     x = rng.integers(0, 5, (3, 6))
     with np.errstate(all="raise"):
         logits, _, _ = model.forward(x, model.initial_state(3))
-        stepped = model.stepper(model.initial_state(3)).step(x[:, 0])
+        stepped = Stepper(model, model.initial_state(3)).step(x[:, 0])
     assert np.isfinite(logits).all() and np.isfinite(stepped).all()
     np.testing.assert_allclose(stepped, logits[:3], rtol=1e-5, atol=1e-5)

@@ -5,8 +5,8 @@
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
 
-Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.cells.lstm).
-r and z come from one exp (charrnn.cells.activations), on pre-activations pre-scaled by -1; n's pre-activation
+Gate-major layout (3, T, N, H), so each gate's block of a step is contiguous (see charrnn.core.cells.lstm).
+r and z come from one exp (charrnn.core.cells.gates), on pre-activations pre-scaled by -1; n's pre-activation
 is only complete after r * (W_hn h + b_hn), so it stays unscaled and goes through np.tanh.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn import packed
-from charrnn.cells.activations import SIGMOID, quiet, squash
-from charrnn.cells.workspace import Workspace, activation_slope, gate_major, scaled_transpose, sum_rows, time_blocks
+from charrnn.core.cells.gates import SIGMOID, activation_slope, gate_major, quiet, squash
+from charrnn.fast import packed
+from charrnn.fast.workspace import Workspace, scaled_transpose, sum_rows, time_blocks
 
 
 def gate_count(coupled: bool = False) -> int:

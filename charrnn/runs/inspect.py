@@ -1,6 +1,6 @@
 """What a checkpoint holds, as plain facts: one JSON-ready dict that `charrnn inspect` prints as tables or JSON.
 
-Everything comes from the validated checkpoint (charrnn.checkpoint.load); metadata a checkpoint lacks (say, one
+Everything comes from the validated checkpoint (charrnn.store.checkpoint.load); metadata a checkpoint lacks (say, one
 written outside the training loop) shows as None rather than failing, and non-finite numbers become None so
 the JSON stays valid.
 """
@@ -10,27 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from charrnn import checkpoint
-from charrnn.evaluate import LN2
-from charrnn.model import param_shapes
-
-VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
-
-
-def escape_chars(text: str) -> str:
-    """Text with invisible and ambiguous characters made visible: newline, tab and carriage return as \\n, \\t,
-    \\r; space as ␣ (and a real ␣ as \\u2423); a backslash as \\\\; other non-printable characters (controls,
-    zero-width and non-breaking spaces) as \\xNN, \\uNNNN or \\UNNNNNNNN."""
-    out = []
-    for ch in text:
-        if ch in VISIBLE:
-            out.append(VISIBLE[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            cp = ord(ch)
-            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
-    return "".join(out)
+from charrnn.core.model import LN2, param_shapes
+from charrnn.store import checkpoint
 
 
 def _finite(v):

@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from charrnn.train import LN2, Reporter
+from charrnn.core.model import LN2
+from charrnn.runs.train import Reporter
 
 
 def human_duration(seconds: float) -> str:

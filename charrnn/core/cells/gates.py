@@ -28,3 +28,26 @@ def squash(a: np.ndarray, numerator=1.0) -> np.ndarray:
     np.exp(a, out=a)
     a += 1
     return np.divide(numerator, a, out=a)
+
+
+def gate_major(a: np.ndarray, gates: int) -> np.ndarray:
+    """(..., G*H), the gates side by side as a GEMM writes or reads them, as a (G, ..., H) view: gate by gate,
+    as the cells' element-wise steps take them.  No copy.  Some steps call it at every time step, (N, G*H) the
+    case kept short."""
+    if a.ndim == 2:
+        return a.reshape(a.shape[0], gates, -1).transpose(1, 0, 2)
+    *lead, GH = a.shape
+    return a.reshape(*lead, gates, GH // gates).transpose(len(lead), *range(len(lead)), len(lead) + 1)
+
+
+def activation_slope(acts: np.ndarray, tanh_gate: int, out: np.ndarray) -> np.ndarray:
+    """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once, in place (no
+    chunk-sized temporaries): sigmoid y (1 - y) everywhere, then tanh 1 - y^2 over the one tanh gate.
+    acts and out are gate-major, (G, ...)."""
+    np.subtract(1, acts, out=out)
+    out *= acts
+    y, slope = acts[tanh_gate], out[tanh_gate]
+    np.multiply(y, y, out=slope)
+    np.subtract(1, slope, out=slope)
+    return out
+

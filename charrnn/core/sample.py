@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from charrnn.core.model import Model
+from charrnn.core.stepper import Stepper
+from charrnn.core.vocab import Vocab, describe_chars
 from charrnn.errors import CharrnnError
-from charrnn.model import Model
-from charrnn.stepper import Stepper
-from charrnn.vocab import Vocab, describe_chars
 
 PRIME_CHUNK = 1024  # prime characters per Model.forward call: bounds the chunk buffers for long primes
 NOISE_BLOCK = 1 << 15  # Gumbel noise values drawn at a time (256 KiB), at least one step's worth

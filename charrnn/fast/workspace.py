@@ -57,29 +57,8 @@ def scaled_transpose(W: np.ndarray, scale: np.ndarray | None = None) -> np.ndarr
     return out
 
 
-def gate_major(a: np.ndarray, gates: int) -> np.ndarray:
-    """(..., G*H), the gates side by side as a GEMM writes or reads them, as a (G, ..., H) view: gate by gate,
-    as the cells' element-wise steps take them.  No copy.  Some steps call it at every time step, (N, G*H) the
-    case kept short."""
-    if a.ndim == 2:
-        return a.reshape(a.shape[0], gates, -1).transpose(1, 0, 2)
-    *lead, GH = a.shape
-    return a.reshape(*lead, gates, GH // gates).transpose(len(lead), *range(len(lead)), len(lead) + 1)
-
 
 def sum_rows(a: np.ndarray) -> np.ndarray:
     """(..., M, K) -> (..., K), the sum over M (a bias gradient over a chunk's rows) as ones @ a: BLAS's GEMV
     runs on both cores and took half the time of a.sum over those axes (LSTM, B 64, T 64, H 128-512)."""
     return np.matmul(np.ones(a.shape[-2], a.dtype), a)
-
-
-def activation_slope(acts: np.ndarray, tanh_gate: int, out: np.ndarray) -> np.ndarray:
-    """Derivative of each gate's nonlinearity from its output y, for the whole chunk at once, in place (no
-    chunk-sized temporaries): sigmoid y (1 - y) everywhere, then tanh 1 - y^2 over the one tanh gate.
-    acts and out are gate-major, (G, ...)."""
-    np.subtract(1, acts, out=out)
-    out *= acts
-    y, slope = acts[tanh_gate], out[tanh_gate]
-    np.multiply(y, y, out=slope)
-    np.subtract(1, slope, out=slope)
-    return out

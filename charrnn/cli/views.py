@@ -10,9 +10,27 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.inspect import escape_chars
-from charrnn.progress import format_bytes, human_duration
-from charrnn.textplot import plot
+from charrnn.cli.progress import format_bytes, human_duration
+from charrnn.cli.textplot import plot
+
+VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
+
+
+def escape_chars(text: str) -> str:
+    """Text with invisible and ambiguous characters made visible: newline, tab and carriage return as \\n, \\t,
+    \\r; space as ␣ (and a real ␣ as \\u2423); a backslash as \\\\; other non-printable characters (controls,
+    zero-width and non-breaking spaces) as \\xNN, \\uNNNN or \\UNNNNNNNN."""
+    out = []
+    for ch in text:
+        if ch in VISIBLE:
+            out.append(VISIBLE[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            cp = ord(ch)
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+    return "".join(out)
+
 
 VOCAB_PREVIEW = 96  # characters of the vocabulary shown before an ellipsis
 

@@ -20,22 +20,23 @@ from click.core import ParameterSource
 from rich.console import Console
 from tqdm import tqdm
 
-from charrnn import __version__, checkpoint
-from charrnn.cells import CELLS
-from charrnn.cli_types import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
-from charrnn.data import read_corpus
+from charrnn import __version__
+from charrnn.cli.options import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
+from charrnn.cli.progress import TrainingReporter, format_bytes, human_duration, print_summary
+from charrnn.cli.views import evaluation, inspection, started_from
+from charrnn.core.cells import CELLS
+from charrnn.core.model import DTYPES, ModelConfig
+from charrnn.core.optim import OPTIMIZERS
+from charrnn.core.sample import stream
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import VAL_STREAMS, evaluate_file
-from charrnn.export import export, torch_module_text
-from charrnn.finetune import InitFrom
-from charrnn.inspect import describe
-from charrnn.model import DTYPES, ModelConfig
-from charrnn.optim import OPTIMIZERS
-from charrnn.presets import PRESETS
-from charrnn.progress import TrainingReporter, format_bytes, human_duration, print_summary
-from charrnn.sample import stream
-from charrnn.train import BEST, LATEST, TrainConfig, Trainer
-from charrnn.views import evaluation, inspection, started_from
+from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
+from charrnn.runs.finetune import InitFrom
+from charrnn.runs.inspect import describe
+from charrnn.runs.presets import PRESETS
+from charrnn.runs.train import BEST, LATEST, TrainConfig, Trainer
+from charrnn.store import checkpoint
+from charrnn.store.corpus import read_corpus
+from charrnn.store.export import export, torch_module_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}

@@ -3,9 +3,12 @@
 gate_count(coupled), gate_scale(H, dtype, coupled), input_bias(p),
 forward(xw, state0, p, ws, peephole, coupled) -> hs, stateT, cache,
 backward(dhs, dstateT, cache, ws) -> d_rows (T, N, G*H), dstate0, grads.
+
+gates holds what they share: the nonlinearities from one exp, their slopes, the gate-major layout.
+May import: numpy, charrnn.fast (the recurrent GEMM's seam, workspaces) and each other's gates module.
 """
 
-from charrnn.cells import gru, lstm, rnn
+from charrnn.core.cells import gru, lstm, rnn
 
 CELLS = {"lstm": lstm, "gru": gru, "rnn": rnn}
 # Each cell's recurrent state: names of the (L, N, H) arrays, in the order the cell's functions take them.

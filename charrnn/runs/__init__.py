@@ -1,0 +1,15 @@
+"""What each command does, without the terminal: the policy and loop of a training run, and the work behind
+evaluation, inspection and fine-tuning.
+
+policy     a run's settings: presets over defaults, and what --resume, --init-from and --overwrite decide
+presets    named configurations (default, char-rnn, min-char-rnn)
+train      the training loop, top to bottom, and what a checkpoint records of a run
+schedule   the learning rate at each step, where each epoch's streams start
+streams    a split cut into B parallel streams of (B, T) chunks
+evaluate   scoring text with carried state: validation and `charrnn eval`
+finetune   a new run from a trained model's weights (--init-from)
+inspect    what a checkpoint holds, as plain facts
+
+May import: numpy, the standard library, charrnn.errors, charrnn.fast, charrnn.core and charrnn.store.
+Never click, rich or tqdm: news goes out through a Reporter the face supplies.
+"""
