@@ -37,6 +37,8 @@ SAMPLE_CHARS = 1000  # generated characters a timed sampling step
 # multi-threaded call, and on 2 cores took one from the other version's next steps when that version runs
 # sharded (charrnn.fast.shards): step-by-step turns read 0.68-0.76x for changes that were 1.04-1.30x on their own
 SETTLE, BLOCK = 2, 5
+LAYOUTS = {"model": ("core.model", "model"), "optim": ("core.optim", "optim"), "shards": ("fast.shards", "parallel"),
+           "sample": ("core.sample", "sample"), "vocab": ("core.vocab", "vocab")}
 
 
 def export(revision: str, into: Path) -> str:
@@ -54,6 +56,17 @@ def export(revision: str, into: Path) -> str:
     return "charrnn_ab"
 
 
+def module(package: str, name: str):
+    """A module of either layout: the folders by part (core/model.py, fast/shards.py) or the flat one before it
+    (model.py, parallel.py), so a revision from either side of the move compares."""
+    for path in LAYOUTS[name]:
+        try:
+            return importlib.import_module(f"{package}.{path}")
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"{package} has no {name} module")
+
+
 def parse(name: str) -> tuple[str, int, int, int, int]:
     match = re.fullmatch(r"(lstm|gru|rnn)-(\d+)x(\d+)(?:-b(\d+)t(\d+))?", name)
     if not match:
@@ -66,12 +79,11 @@ def trainer(package: str, cell: str, layers: int, hidden: int, batch: int, seq_l
     """One training step of that package's code (forward, loss, backward, norm clip 5, Adam 2e-3), as a closure,
     state carried between calls; the same weights and data for every package.  Sharded over the cores as
     `charrnn train` runs it, where the package can (charrnn.fast.shards).  bench/train_speed times it too."""
-    model_mod = importlib.import_module(f"{package}.model")
-    optim_mod = importlib.import_module(f"{package}.optim")
+    model_mod, optim_mod = module(package, "model"), module(package, "optim")
     cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
     model = model_mod.Model.create(cfg, np.random.default_rng(0))
     try:
-        runner = importlib.import_module(f"{package}.parallel").Sharded(model)
+        runner = module(package, "shards").Sharded(model)
     except ModuleNotFoundError:  # a revision from before data parallelism
         runner = model
     optim = optim_mod.make_optimizer("adam", model.params)
@@ -94,9 +106,8 @@ def sampler(package: str, cell: str, layers: int, hidden: int, batch: int = 1, s
     """Generating SAMPLE_CHARS characters at batch 1 (temperature 0.8, the prime "THE ") with that package's
     code, as a closure; the same weights and seed for every package and call.  batch and seq_len are there so
     that main calls it as it calls trainer; sampling always runs one stream."""
-    model_mod = importlib.import_module(f"{package}.model")
-    sample_mod = importlib.import_module(f"{package}.sample")
-    vocab = importlib.import_module(f"{package}.vocab").Vocab(chr(c) for c in range(32, 32 + VOCAB))
+    model_mod, sample_mod = module(package, "model"), module(package, "sample")
+    vocab = module(package, "vocab").Vocab(chr(c) for c in range(32, 32 + VOCAB))
     cfg = model_mod.ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden)
     model = model_mod.Model.create(cfg, np.random.default_rng(0))
 
