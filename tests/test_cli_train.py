@@ -163,6 +163,19 @@ def test_presets_and_explicit_overrides(tmp_path, corpus):
     assert (t["seq_len"], t["batch_size"], t["optimizer"], t["lr"], t["clip_mode"]) == (25, 1, "adagrad", 0.1, "value")
 
 
+def test_environment_variables_set_options_and_the_command_line_wins(tmp_path, corpus):
+    env = {"CHARRNN_TRAIN_HIDDEN": "24", "CHARRNN_TRAIN_LR": "0.01", "CHARRNN_TRAIN_PRESET": "min-char-rnn"}
+    result = CliRunner(env=env).invoke(main, ["train", str(corpus), "--out", str(tmp_path / "ck"), "--steps", "2",
+                                              "--lr", "0.02"])
+    assert result.exit_code == 0, result.output
+    ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
+    assert (ck.model.cfg.cell, ck.model.cfg.hidden) == ("rnn", 24)  # the preset's cell, the variable's size
+    assert ck.meta["train"]["lr"] == 0.02  # given on the command line
+    bad = CliRunner(env={"CHARRNN_TRAIN_HIDDEN": "-3"}).invoke(main, ["train", str(corpus), "--out", str(tmp_path)])
+    assert_one_line_error(bad, 2, "-3 is not in the range x>=1")
+    assert "CHARRNN_TRAIN_LR" in CliRunner().invoke(main, ["--help"]).output
+
+
 def test_help_groups_options_and_shows_defaults():
     result = CliRunner().invoke(main, ["train", "--help"])
     assert result.exit_code == 0

@@ -19,7 +19,7 @@ from charrnn.core.model import Model, ModelConfig
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file, known_text
-from charrnn.runs.train import TrainConfig, Trainer, validate
+from charrnn.runs.train import TrainConfig, Trainer, validation_loss
 from charrnn.store import checkpoint
 from charrnn.store.corpus import corpus_from_text
 from charrnn.store.export import from_torch, to_torch
@@ -48,7 +48,7 @@ def test_eval_equals_validation_with_carried_state(ck_path, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT[:500], encoding="utf-8")
     result = evaluate_file(ck.model, ck.vocab, text, batch_size=3, seq_len=7)
-    expected = validate(ck.model, ck.vocab.encode(TEXT[:500]), 3, 7)
+    expected = validation_loss(ck.model, ck.vocab.encode(TEXT[:500]), 3, 7)
     assert result["loss"] == pytest.approx(expected, rel=1e-12)
     assert result["bits_per_char"] == pytest.approx(expected / math.log(2))
     assert result["perplexity"] == pytest.approx(math.exp(expected))

@@ -52,9 +52,9 @@ def test_facts_come_from_the_checkpoint(trained):
     assert t["rotate"] is True
     assert t["chars_per_s"] == pytest.approx(t["chars_seen"] / t["elapsed_s"])
     best, last = facts["validation"]["best"], facts["validation"]["last"]
-    assert best["nats_per_char"] == trainer.best_val and best["step"] == trainer.best_step
-    assert best["bits_per_char"] == pytest.approx(trainer.best_val / math.log(2))
-    assert last["step"] == 30 and last["nats_per_char"] == trainer.history[-1]["val_loss"]
+    assert best["nats_per_char"] == trainer.progress.best_val and best["step"] == trainer.progress.best_step
+    assert best["bits_per_char"] == pytest.approx(trainer.progress.best_val / math.log(2))
+    assert last["step"] == 30 and last["nats_per_char"] == trainer.progress.history[-1]["val_loss"]
     assert [h["step"] for h in facts["history"]] == [10, 20, 30]
     assert facts["schedule"]["name"] == "cosine" and facts["schedule"]["warmup"] == 5
     assert facts["optimizer"]["optimizer"] == "adam"

@@ -144,7 +144,7 @@ def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
     real = trainer.sharded.loss_and_grads
 
     def dies_at_step_8(*args, **kwargs):
-        if trainer.step == 7:
+        if trainer.progress.step == 7:
             raise WorkerDied("a worker process of the sharded step died (exit code -9)")
         return real(*args, **kwargs)
 
@@ -154,7 +154,7 @@ def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
     assert checkpoint.load(tmp_path / "latest.npz").meta["progress"]["step"] == 7
     resumed = make_trainer(tmp_path, 12, resume=True)
     resumed.run()
-    assert resumed.step == 12
+    assert resumed.progress.step == 12
 
 
 def test_workers_run_under_the_callers_float_error_handling(any_batch, monkeypatch):

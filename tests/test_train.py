@@ -14,7 +14,8 @@ import pytest
 from charrnn.core.model import ModelConfig
 from charrnn.errors import CharrnnError
 from charrnn.runs.evaluate import VAL_STREAMS
-from charrnn.runs.train import Diverged, TrainConfig, Trainer, epoch_offset, learning_rate, validate
+from charrnn.runs.schedule import epoch_offset, learning_rate
+from charrnn.runs.train import Diverged, TrainConfig, Trainer, validation_loss
 from charrnn.store import checkpoint
 from charrnn.store.corpus import corpus_from_text
 
@@ -63,8 +64,8 @@ def test_validation_uses_the_same_streams_whatever_the_training_batch(tmp_path):
     ck = checkpoint.load(tmp_path / "latest.npz")
     _, val = corpus_from_text(TEXT, "fox.txt").split(0.1)
     recorded = ck.meta["history"][-1]["val_loss"]
-    assert recorded == pytest.approx(validate(ck.model, val, VAL_STREAMS, 16), rel=1e-6)
-    assert recorded != pytest.approx(validate(ck.model, val, 4, 16), rel=1e-6)
+    assert recorded == pytest.approx(validation_loss(ck.model, val, VAL_STREAMS, 16), rel=1e-6)
+    assert recorded != pytest.approx(validation_loss(ck.model, val, 4, 16), rel=1e-6)
 
 
 def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
@@ -76,7 +77,7 @@ def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
     trainer.run()
     make_trainer(split, 15, batch_size=8).run()
     resumed = make_trainer(split, 30, resume=True, batch_size=8)
-    assert resumed.step == 15
+    assert resumed.progress.step == 15
     resumed.run()
     a, b = arrays(straight / "latest.npz"), arrays(split / "latest.npz")
     assert a.keys() == b.keys()
@@ -116,8 +117,8 @@ def test_every_cell_trains(tmp_path, cell):
 def test_epochs_limit_and_state_reset(tmp_path):
     trainer = make_trainer(tmp_path, None, epochs=1)
     outcome = trainer.run()
-    assert outcome.reason == "epochs" and trainer.step == trainer.streams.chunks
-    assert trainer.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
+    assert outcome.reason == "epochs" and trainer.progress.step == trainer.streams.chunks
+    assert trainer.progress.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
 
 
 def test_epoch_offsets_are_fresh_per_epoch_and_fixed_by_the_seed():

@@ -10,8 +10,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import click
@@ -22,44 +20,41 @@ from tqdm import tqdm
 
 from charrnn import __version__
 from charrnn.cli.options import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
-from charrnn.cli.progress import TrainingReporter, format_bytes, human_duration, print_summary
-from charrnn.cli.views import evaluation, inspection, started_from
+from charrnn.cli.progress import TrainingReporter, banner, print_summary
+from charrnn.cli.views import evaluation, inspection
 from charrnn.core.cells import CELLS
-from charrnn.core.model import DTYPES, ModelConfig
+from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.sample import stream
 from charrnn.errors import CharrnnError
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
-from charrnn.runs.finetune import InitFrom
 from charrnn.runs.inspect import describe
+from charrnn.runs.policy import DEFAULT_OUT, DEFAULTS, Request, find_checkpoint, open_run
 from charrnn.runs.presets import PRESETS
-from charrnn.runs.train import BEST, LATEST, TrainConfig, Trainer
 from charrnn.store import checkpoint
-from charrnn.store.corpus import read_corpus
 from charrnn.store.export import export, torch_module_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
-SHAPE_FIELDS = ("cell", "layers", "hidden", "peephole", "coupled", "dtype")  # fixed once a run has started
-DATA_FIELDS = ("seq_len", "batch_size", "val_frac", "rotate", "optimizer")  # fixed too: stream layout, optimiser
-LENGTH_FIELDS = ("steps", "epochs", "time_limit")
-DEFAULT_OUT = Path("checkpoints")  # train's --out, and where sample looks when given no CHECKPOINT
-CHECKPOINT_NAMES = (BEST, LATEST)  # what train writes into --out, in the order a CHECKPOINT directory is read
-DEFAULTS = {**asdict(TrainConfig()), **{f.name: f.default for f in fields(ModelConfig) if f.name in MODEL_FIELDS},
-            **{k: v for k, v in PRESETS["default"].items() if k not in LENGTH_FIELDS}}
+# On the group only: a command's variables are then CHARRNN_<COMMAND>_<OPTION> (set on a command, the prefix
+# would replace the command's name instead of extending it)
+GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CHARRNN"}
+GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # an option the user set, not a default
 
 
 def fail(error: Exception) -> click.ClickException:
     return click.ClickException(str(error))
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(context_settings=GROUP_CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="charrnn")
 def main():
     """charrnn: character-level language models (RNN, LSTM, GRU) in NumPy.
 
     Train on any text file, sample from the model, inspect checkpoints.
+
+    Every option can also be set by an environment variable named CHARRNN_<COMMAND>_<OPTION>, such as
+    CHARRNN_TRAIN_LR=1e-3 or CHARRNN_SAMPLE_TEMP=0.8; an option on the command line wins.
+    CHARRNN_FAST=0 turns off the packed kernels and the worker processes (docs/fast-path.md).
     """
 
 
@@ -140,42 +135,13 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @click.pass_context
 def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, **options):
     """Train a model on the text file CORPUS."""
-    explicit = {k for k in options if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
-                                                                        ParameterSource.ENVIRONMENT)}
+    request = Request(corpus, out, options, frozenset(k for k in options if ctx.get_parameter_source(k) in GIVEN),
+                      preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache)
     console = Console(highlight=False)
     try:
-        ck = start = None
-        if resume is not None:
-            if init_from is not None:
-                raise CharrnnError("--init-from starts a new run and --resume continues one; give only one of them")
-            if ctx.get_parameter_source("preset") == ParameterSource.COMMANDLINE:
-                raise CharrnnError("--preset cannot be combined with --resume: a resumed run keeps its configuration")
-            source = resume_path(resume, out)
-            ck = checkpoint.load(source)
-            settings = resolve_resume(ck, options, explicit)
-        else:
-            settings = {**DEFAULTS, **without_length(PRESETS[preset], explicit), **{k: options[k] for k in explicit}}
-            if init_from is not None:
-                start = InitFrom(*load_checkpoint(init_from))
-                settings = resolve_init_from(start.checkpoint, settings, explicit)
-        if not overwrite:
-            refuse_other_run(out, None if ck is None else source)
-        model_settings = {k: settings[k] for k in MODEL_FIELDS}
-        train_cfg = TrainConfig(**{k: settings[k] for k in TRAIN_FIELDS})
-        data = read_corpus(corpus, train_cfg.encoding, vocab=ck.vocab if ck else None, cache=cache)
-        if ck and data.sha256 != ck.meta["corpus"]["sha256"] and not force:
-            raise CharrnnError(f"{corpus} differs from the corpus this checkpoint was trained on "
-                               f"(SHA-256 {data.sha256[:12]}... vs {ck.meta['corpus']['sha256'][:12]}...); "
-                               f"pass --force to resume anyway")
-        if start:
-            data = data.reindexed(start.vocab_for(data.vocab))
-        model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_settings)
-        trainer = Trainer(data, model_cfg, train_cfg, out, TrainingReporter(quiet, train_cfg.log_every, console),
-                          resume=ck, init_from=start)
-        if ck and (reason := trainer.done()):
-            raise CharrnnError(already_done(trainer, reason, source))
-        check_writable(out)
-        trainer.reporter.start(banner(data, trainer, model_cfg, train_cfg, preset if not ck else "resumed"))
+        trainer = open_run(request)
+        trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
+        trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
     except KeyboardInterrupt:
         click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
@@ -184,126 +150,13 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
         raise fail(e) from None
     print_summary(console, outcome.summary)
     if outcome.reason in ("interrupted", "terminated"):
-        click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} "
-                   f"(resume with --resume)", err=True)
+        click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)", err=True)
     sys.exit(outcome.exit_code)
-
-
-def refuse_other_run(out: Path, source: Path | None) -> None:
-    """Nothing is lost: a new run (or one resumed from elsewhere) would replace the checkpoints of the run that
-    OUT holds, so it stops first, saying how to go on."""
-    if source is not None and source.resolve().parent == out.resolve():
-        return  # continuing OUT's own run
-    held = [name for name in CHECKPOINT_NAMES if (out / name).is_file()]
-    if held:
-        raise CharrnnError(f"{out} holds another run's {' and '.join(held)}; continue it with --resume, replace it "
-                           f"with --overwrite, or train into another directory with --out")
-
-
-def resume_path(resume: str, out: Path) -> Path:
-    """--resume's file: PATH as named; a directory's latest.npz (the run's last state, where best.npz may be
-    older); with no PATH, OUT's latest.npz."""
-    path = Path(resume or out)
-    return path / LATEST if not resume or path.is_dir() else path
-
-
-def resolve_resume(ck: checkpoint.Checkpoint, options: dict, explicit: set) -> dict:
-    """A resumed run keeps its configuration; only options that do not change the model or data may change."""
-    settings = {**DEFAULTS, **without_length(ck.meta.get("train", {}), explicit), **ck.meta["model"]}
-    for name in (*SHAPE_FIELDS, *DATA_FIELDS, "encoding"):
-        if name in explicit and options[name] != settings[name]:
-            raise CharrnnError(f"{flag(name)} {options[name]} differs from the checkpoint's {settings[name]}; "
-                               f"the model, data layout and optimiser cannot change on resume")
-    settings.update({k: options[k] for k in explicit})
-    return settings
-
-
-def without_length(settings: dict, explicit: set) -> dict:
-    """A preset's or a resumed run's settings, less its length when the user gives one: the length given
-    replaces it entirely (whichever comes first applies among the lengths given, not to a leftover one)."""
-    if not explicit & set(LENGTH_FIELDS):
-        return settings
-    return {k: v for k, v in settings.items() if k not in LENGTH_FIELDS}
-
-
-def resolve_init_from(ck: checkpoint.Checkpoint, settings: dict, explicit: set) -> dict:
-    """A new run from a trained model: the model (its shape, and its dropout unless given) is the checkpoint's;
-    the training is the new run's own settings."""
-    model = {k: v for k, v in asdict(ck.model.cfg).items() if k in MODEL_FIELDS}
-    for name in SHAPE_FIELDS:
-        if name in explicit and settings[name] != model[name]:
-            raise CharrnnError(f"{flag(name)} {settings[name]} differs from --init-from's {model[name]}; a "
-                               f"fine-tuned model keeps the shape it was trained with")
-    return {**settings, **{k: v for k, v in model.items() if k not in explicit}}
-
-
-def flag(name: str) -> str:
-    """The train option that sets a configuration field."""
-    return "--model" if name == "cell" else "--" + name.replace("_", "-")
-
-
-def already_done(trainer: Trainer, reason: str, source: Path) -> str:
-    """Why a resumed run would train nothing: its length is a total it has already reached."""
-    cfg = trainer.cfg
-    if reason == "steps":
-        length = f"--steps {cfg.steps:,}"
-    elif reason == "epochs":
-        length = f"--epochs {cfg.epochs:g}"
-    else:
-        length = f"--time-limit {human_duration(cfg.time_limit)}"
-    return (f"{source} is at step {trainer.step:,} (epoch {trainer.epoch_progress:.2f}, "
-            f"{human_duration(trainer.run_time)} of training), which already reaches {length}: lengths count the "
-            f"whole run, so give a larger one to train further")
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise CharrnnError(f"cannot write checkpoints to {out}: {e.strerror or e}") from None
-
-
-def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str) -> dict:
-    m = model_cfg
-    options = [o for o, on in (("peephole", m.peephole), ("coupled", m.coupled)) if on]
-    length = [f"{cfg.steps:,} steps" if cfg.steps else "", f"{cfg.epochs:g} epochs" if cfg.epochs else "",
-              f"{cfg.time_limit:g} s" if cfg.time_limit else ""]
-    return {
-        "corpus": f"{data.name}: {format_bytes(data.size)}, {len(data.data):,} characters, "
-                  f"vocabulary {len(data.vocab)}",
-        "split": f"{len(trainer.train_data):,} train / {len(trainer.val_data):,} validation characters",
-        "model": f"{m.cell.upper()} {m.layers}x{m.hidden}, dropout {m.dropout:g}, {m.dtype}"
-                 + (f", {', '.join(options)}" if options else "") + f" — {trainer.model.num_params():,} parameters",
-        "training": f"B={cfg.batch_size} T={cfg.seq_len}, {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}), "
-                    f"clip {cfg.clip:g} ({cfg.clip_mode}), seed {cfg.seed}",
-        "length": ", ".join(x for x in length if x) or "until Ctrl-C",
-        "position": f"step {trainer.step:,}, epoch {trainer.epoch_progress:.2f}",
-        "preset": preset,
-        **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
-        "output": str(trainer.out),
-    }
 
 
 # -- sample, inspect, eval, export -----------------------------------------------------------------------------
 
 SEPARATOR = "-" * 40  # the line printed between the samples of --num-samples
-
-
-def find_checkpoint(path: Path | None) -> Path:
-    """The file a CHECKPOINT argument stands for: a file as named; a directory (train's --out) its best.npz, else
-    its latest.npz (when no validation ran); no argument, the same in checkpoints/, where `make train` leaves them."""
-    folder = DEFAULT_OUT if path is None else path
-    if path is not None and not path.is_dir():
-        return path  # checkpoint.load explains a missing or broken file
-    for name in CHECKPOINT_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    if path is None:
-        raise CharrnnError("no CHECKPOINT given and none at checkpoints/best.npz or checkpoints/latest.npz; train "
-                           "one first with `charrnn train CORPUS.txt` (or `make train`), or name a checkpoint file")
-    raise CharrnnError(f"{folder} is a directory with no best.npz or latest.npz in it; name a checkpoint file")
 
 
 def load_checkpoint(path: Path | None) -> tuple[Path, checkpoint.Checkpoint]:

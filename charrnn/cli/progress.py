@@ -5,7 +5,6 @@ Rich output is printed before and after the bar, never during it; lines during t
 
 from __future__ import annotations
 
-import math
 import sys
 
 from rich.console import Console
@@ -13,23 +12,9 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from charrnn.core.model import LN2
-from charrnn.runs.train import Reporter
-
-
-def human_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return str(n)
+from charrnn.cli.views import loss_text, started_from
+from charrnn.runs.train import Reporter, Trainer
+from charrnn.runs.units import finite, format_bytes, human_duration
 
 
 class TrainingReporter(Reporter):
@@ -55,7 +40,7 @@ class TrainingReporter(Reporter):
             table.add_row(key, Text(str(value)))  # file names are text, never markup
         self.console.print(table)
 
-    def update(self, s: dict) -> None:
+    def step(self, s: dict) -> None:
         self.loss_ema, self.updates = 0.98 * self.loss_ema + 0.02 * s["loss"], self.updates + 1
         self.smoothed = self.loss_ema / (1 - 0.98**self.updates)  # bias-corrected moving average
         dt = s["elapsed"] - self._last_elapsed
@@ -81,7 +66,21 @@ class TrainingReporter(Reporter):
                     f"{human_duration(s['elapsed'])}")
             print(line, flush=True)
 
+    def validated(self, row: dict, best: bool) -> None:
+        parts = [f"step {row['step']}", f"epoch {row['epoch']:.2f}", f"train {row['train_loss']:.4f}"]
+        if row["val_loss"] is not None:
+            parts.append(f"val {loss_text(row['val_loss'])}")
+            if best:
+                parts.append("best")
+        if row["chars_per_s"]:
+            parts.append(f"{row['chars_per_s']:,.0f} chars/s")
+        self.log(" | ".join(parts))
+
+    def sampled(self, step: int, text: str) -> None:
+        self.log(f"--- sample at step {step} ---\n{text}\n---")
+
     def log(self, line: str) -> None:
+        """A line above the bar (or a plain line where there is none)."""
         if self.quiet:
             return
         if self.bar is not None:
@@ -108,11 +107,32 @@ def print_summary(console: Console, summary: dict) -> None:
     table.add_row("epochs", f"{summary['epochs']:.2f}")
     total = human_duration(summary["elapsed_total"])
     table.add_row("time", f"{human_duration(summary['time'])} (total training {total})")
-    best = summary["best_val_loss"]
-    if best is not None and math.isfinite(best):
-        table.add_row("best val loss",
-                      f"{best:.4f} nats/char = {best / LN2:.3f} bits/char (step {summary['best_step']})")
+    if finite(summary["best_val_loss"]) is not None:
+        table.add_row("best val loss", loss_text(summary["best_val_loss"], summary["best_step"]))
     table.add_row("latest", Text(summary["latest"]))
     if summary["best"]:
         table.add_row("best", Text(summary["best"]))
     console.print(table)
+
+
+def banner(trainer: Trainer, start: str) -> dict:
+    """The facts of a run, shown before its first step: corpus, split, model, training, length, where it
+    stands, how it started (a preset's name or "resumed"), where it writes."""
+    data, m, cfg, progress = trainer.corpus, trainer.model.cfg, trainer.cfg, trainer.progress
+    options = [o for o, on in (("peephole", m.peephole), ("coupled", m.coupled)) if on]
+    length = [f"{cfg.steps:,} steps" if cfg.steps else "", f"{cfg.epochs:g} epochs" if cfg.epochs else "",
+              f"{cfg.time_limit:g} s" if cfg.time_limit else ""]
+    return {
+        "corpus": f"{data.name}: {format_bytes(data.size)}, {len(data.data):,} characters, "
+                  f"vocabulary {len(data.vocab)}",
+        "split": f"{len(trainer.train_data):,} train / {len(trainer.val_data):,} validation characters",
+        "model": f"{m.cell.upper()} {m.layers}x{m.hidden}, dropout {m.dropout:g}, {m.dtype}"
+                 + (f", {', '.join(options)}" if options else "") + f" — {trainer.model.num_params():,} parameters",
+        "training": f"B={cfg.batch_size} T={cfg.seq_len}, {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}), "
+                    f"clip {cfg.clip:g} ({cfg.clip_mode}), seed {cfg.seed}",
+        "length": ", ".join(x for x in length if x) or "until Ctrl-C",
+        "position": f"step {progress.step:,}, epoch {progress.epoch_progress:.2f}",
+        "preset": start,
+        **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
+        "output": str(trainer.out),
+    }

@@ -6,14 +6,14 @@ continuous line of markers even when it has few points; where curves meet, the l
 
 from __future__ import annotations
 
-import math
+from charrnn.runs.units import finite
 
 MARKERS = "•×+o#"  # one per series, in order
 
 
-def _finite(points):
-    return [(float(x), float(y)) for x, y in points
-            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+def _drawable(points):
+    """The points whose x and y are both finite numbers, as floats."""
+    return [(float(x), float(y)) for x, y in points if finite(x) is not None and finite(y) is not None]
 
 
 def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
@@ -35,7 +35,7 @@ def _label(v: float) -> str:
 def plot(series: dict[str, list], width: int = 60, height: int = 10, x_label: str = "") -> list[str]:
     """Lines of a plot of each named series of (x, y) points; non-finite and None values are skipped.
     Returns [] when no series has a finite point.  width and height count plot cells, not labels."""
-    data = {name: sorted(_finite(points)) for name, points in series.items()}
+    data = {name: sorted(_drawable(points)) for name, points in series.items()}
     data = {name: points for name, points in data.items() if points}
     if not data:
         return []

@@ -10,8 +10,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.cli.progress import format_bytes, human_duration
 from charrnn.cli.textplot import plot
+from charrnn.core.model import LN2
+from charrnn.runs.units import format_bytes, human_duration
 
 VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
 
@@ -32,6 +33,11 @@ def escape_chars(text: str) -> str:
     return "".join(out)
 
 
+def _nats_at(loss: dict | None) -> tuple[float | None, int | None]:
+    """(nats, step) of a loss in the facts (charrnn.runs.inspect.loss_facts)."""
+    return (None, None) if loss is None else (loss["nats_per_char"], loss.get("step"))
+
+
 VOCAB_PREVIEW = 96  # characters of the vocabulary shown before an ellipsis
 
 
@@ -39,11 +45,12 @@ def _n(v, fmt: str = ",") -> str:
     return "?" if v is None else format(v, fmt)
 
 
-def _loss(loss: dict | None) -> str:
-    if loss is None:
+def loss_text(nats: float | None, step: int | None = None) -> str:
+    """A loss as every command prints it: nats and bits per character, and the step it was measured at."""
+    if nats is None:
         return "none recorded"
-    at = f" (step {loss['step']:,})" if loss.get("step") is not None else ""
-    return f"{loss['nats_per_char']:.4f} nats/char = {loss['bits_per_char']:.3f} bits/char{at}"
+    at = f" (step {step:,})" if step is not None else ""
+    return f"{nats:.4f} nats/char = {nats / LN2:.3f} bits/char{at}"
 
 
 def started_from(origin: dict, vocab_size: int) -> str:
@@ -131,8 +138,8 @@ def inspection(facts: dict, width: int = 80) -> Group:
         ("training", _training(t) if t["steps"] is not None else missing),
         *([("init from", started_from(facts["init_from"], facts["vocabulary"]["size"]))]
           if facts["init_from"] else []),
-        ("best val", _loss(v["best"])),
-        ("last val", _loss(v["last"])),
+        ("best val", loss_text(*_nats_at(v["best"]))),
+        ("last val", loss_text(*_nats_at(v["last"]))),
         ("optimiser", f"{o['optimizer']}, lr {_n(o['lr'], 'g')}, clip {_n(o['clip'], 'g')} ({o['clip_mode']}), "
                       f"weight decay {_n(o['weight_decay'], 'g')}" if o["optimizer"] else missing),
         ("schedule", _schedule(s) if s["name"] else missing),

@@ -20,6 +20,8 @@ from charrnn.fast.workspace import Workspace, scaled_transpose
 
 DTYPES = ("float32", "float64")
 LN2 = math.log(2)  # nats in a bit: bits/char = nats/char / LN2
+State = tuple[np.ndarray, ...]  # one (L, N, H) array per state name of the cell: (h,) or (h, c)
+Reused = np.ndarray  # an array in a workspace that the model's next call of the same kind overwrites
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class Model:
             return (p["weight_ih"].T + bias) * scale, None
         return scaled_transpose(p["weight_ih"], scale), bias * scale
 
-    def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
+    def initial_state(self, batch: int) -> State:
         """Zero state: one (L, N, H) array per state name of the cell (h, or h and c)."""
         shape = (self.cfg.layers, batch, self.cfg.hidden)
         return tuple(np.zeros(shape, self.dtype) for _ in STATE_NAMES[self.cfg.cell])
@@ -153,9 +155,11 @@ class Model:
         return [(rng.random(shape, dtype=self.dtype) >= p).astype(self.dtype) / self.dtype.type(1 - p)
                 for _ in range(self.cfg.layers)]
 
-    def forward(self, x, state, masks=None):
+    def forward(self, x, state, masks=None) -> tuple[Reused, State, Reused]:
         """x (N, T) indices, state a tuple of (L, N, H) arrays, masks a list of L (T, N, H) arrays or None.
-        Returns logits (T*N, V) time-major, the final state and a cache for backward."""
+        Returns logits (T*N, V) time-major, the final state and a cache for backward.  The logits and the cache
+        live in the model's workspaces (a chunk allocates nothing): the next forward overwrites them, so a caller
+        that keeps logits past it copies them.  The final state is the caller's own."""
         cfg, cell = self.cfg, self.cell
         xt = np.asarray(x).T  # (T, N)
         T, N = xt.shape

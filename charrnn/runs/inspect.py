@@ -11,16 +11,13 @@ import math
 from pathlib import Path
 
 from charrnn.core.model import LN2, param_shapes
+from charrnn.runs.units import finite
 from charrnn.store import checkpoint
 
 
-def _finite(v):
-    """v, or None when it is a non-finite float (NaN has no JSON spelling)."""
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _loss(nats, step=None) -> dict | None:
-    nats = _finite(nats)
+def loss_facts(nats, step=None) -> dict | None:
+    """A loss in nats/char as the facts show it, in nats and bits per character; None where there is none."""
+    nats = finite(nats)
     if nats is None:
         return None
     return {"nats_per_char": nats, "bits_per_char": nats / LN2, "step": step}
@@ -33,7 +30,7 @@ def describe(path) -> dict:
     meta, cfg = ck.meta, ck.model.cfg
     train, progress = meta.get("train") or {}, meta.get("progress") or {}
     schedule, corpus = meta.get("schedule") or {}, meta.get("corpus") or {}
-    history = [{k: _finite(v) for k, v in h.items()} for h in meta.get("history") or []]
+    history = [{k: finite(v) for k, v in h.items()} for h in meta.get("history") or []]
     validated = [h for h in history if h.get("val_loss") is not None]
     chars_seen, elapsed = progress.get("chars_seen"), progress.get("elapsed")
     shapes = param_shapes(cfg)
@@ -51,19 +48,19 @@ def describe(path) -> dict:
         },
         "vocabulary": {"size": len(ck.vocab), "chars": "".join(ck.vocab.chars)},
         "training": {
-            "steps": progress.get("step"), "epochs": _finite(progress.get("epoch_progress")),
-            "chars_seen": chars_seen, "elapsed_s": _finite(elapsed),
+            "steps": progress.get("step"), "epochs": finite(progress.get("epoch_progress")),
+            "chars_seen": chars_seen, "elapsed_s": finite(elapsed),
             "chars_per_s": chars_seen / elapsed if chars_seen and elapsed else None,
             "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"), "seed": train.get("seed"),
             "rotate": train.get("rotate"), "resumable": bool(ck.optim) and "rng" in meta,
         },
         "validation": {
-            "best": _loss(meta.get("best_val_loss"), meta.get("best_step")),
-            "last": _loss(validated[-1]["val_loss"], validated[-1].get("step")) if validated else None,
+            "best": loss_facts(meta.get("best_val_loss"), meta.get("best_step")),
+            "last": loss_facts(validated[-1]["val_loss"], validated[-1].get("step")) if validated else None,
             "val_frac": train.get("val_frac"),
         },
         "optimizer": {k: train.get(k) for k in ("optimizer", "lr", "weight_decay", "clip", "clip_mode")},
-        "schedule": {"name": schedule.get("name", train.get("lr_schedule")), "lr_now": _finite(schedule.get("lr")),
+        "schedule": {"name": schedule.get("name", train.get("lr_schedule")), "lr_now": finite(schedule.get("lr")),
                      "total_steps": schedule.get("total_steps"),
                      **{k: train.get(k) for k in ("warmup", "lr_decay", "lr_decay_after", "lr_min")}},
         "corpus": {k: corpus.get(k) for k in ("name", "size", "sha256", "chars", "train_chars", "val_chars")},

@@ -9,20 +9,22 @@ Talks to the terminal only through a Reporter.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from charrnn.core.model import LN2, Model, ModelConfig
+from charrnn.core.model import Model, ModelConfig, init_params
 from charrnn.core.optim import clip_gradients, make_optimizer
 from charrnn.core.sample import sample_text
 from charrnn.errors import CharrnnError
 from charrnn.fast.shards import Sharded, WorkerDied
 from charrnn.runs.evaluate import VAL_STREAMS, score
 from charrnn.runs.finetune import InitFrom
+from charrnn.runs.record import Progress, corpus_facts
+from charrnn.runs.schedule import epoch_offset, learning_rate, planned_steps
+from charrnn.runs.signals import EXIT_CODES, StopRequests
 from charrnn.runs.streams import Streams
 from charrnn.store import checkpoint
 from charrnn.store.corpus import Corpus
@@ -64,33 +66,20 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-
-def learning_rate(cfg: TrainConfig, step: int, epoch: float, total_steps: int | None,
-                  time_fraction: float | None = None) -> float:
-    """The learning rate for update number step + 1 (linear warm-up, then the schedule).  The cosine runs over
-    total_steps, or, for a run limited only by time, over the fraction of --time-limit used so far."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    if cfg.lr_schedule == "step":  # char-rnn: lr *= decay at the end of every epoch after lr_decay_after
-        return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - math.floor(cfg.lr_decay_after))
-    if cfg.lr_schedule == "cosine":
-        if total_steps is not None:
-            progress = min(1.0, (step - cfg.warmup) / max(1, total_steps - cfg.warmup))
-        else:
-            progress = min(1.0, time_fraction or 0.0)
-        return cfg.lr * (cfg.lr_min + (1 - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress)))
-    raise CharrnnError(f"unknown learning-rate schedule {cfg.lr_schedule!r}")
-
-
 class Reporter:
-    """Where the loop's news goes.  This one stays silent; the CLI's prints bars, lines and tables."""
+    """Where the loop's news goes.  This one stays silent; the CLI's prints a bar, lines and tables."""
 
-    def start(self, info: dict) -> None: ...
-    def update(self, stats: dict) -> None: ...
-    def log(self, line: str) -> None: ...
-    def close(self) -> None: ...
+    def step(self, stats: dict) -> None:
+        """After every step: step, total, epoch, loss, norm, lr, chars, val (the last), elapsed, time_limit."""
+
+    def validated(self, row: dict, best: bool) -> None:
+        """After every validation: its history row, and whether it is the best so far."""
+
+    def sampled(self, step: int, text: str) -> None:
+        """A sample of the model at this step (--sample-every)."""
+
+    def close(self) -> None:
+        """The loop is over."""
 
 
 class Diverged(CharrnnError):
@@ -104,19 +93,35 @@ class Outcome:
     summary: dict
 
 
-def validate(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int) -> float:
+def validation_loss(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int) -> float:
     """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
     total, count = score(model, data, batch_size, seq_len)
     return total / count if count else float("nan")
 
 
-def epoch_offset(cfg: TrainConfig, epoch: int, n: int) -> int:
-    """Where epoch `epoch`'s streams start in a split of n characters.  Epoch 0 starts at 0 as in char-rnn; later
-    ones at an offset drawn from (seed, epoch) alone, so resuming needs no extra state.  Without rotation every
-    epoch repeats the same B x T chunks in the same order, and a small corpus is memorised sooner."""
-    if not cfg.rotate or epoch == 0:
-        return 0
-    return int(np.random.default_rng([cfg.seed, epoch]).integers(n))
+class Interval:
+    """The training between two validations: its mean loss, characters, and seconds spent training (the time
+    of validations and samples is left out: call resume() after them)."""
+
+    def __init__(self):
+        self.loss, self.steps, self.chars, self.seconds = 0.0, 0, 0, 0.0
+        self.mark = time.monotonic()
+
+    def add(self, loss: float, chars: int) -> None:
+        now = time.monotonic()
+        self.loss, self.steps, self.chars = self.loss + loss, self.steps + 1, self.chars + chars
+        self.seconds, self.mark = self.seconds + now - self.mark, now
+
+    def resume(self) -> None:
+        self.mark = time.monotonic()
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / self.steps
+
+    @property
+    def speed(self) -> float | None:
+        return self.chars / self.seconds if self.seconds else None
 
 
 class Trainer:
@@ -130,29 +135,25 @@ class Trainer:
         self.reporter = reporter or Reporter()
         self.train_data, self.val_data = corpus.split(cfg.val_frac)
         self.streams = Streams(self.train_data, cfg.batch_size, cfg.seq_len, "training")
-        self.total_steps = cfg.steps or (math.ceil(cfg.epochs * self.streams.chunks) if cfg.epochs else None)
+        self.total_steps = planned_steps(cfg, self.streams.chunks)
         if cfg.lr_schedule == "cosine" and self.total_steps is None and cfg.time_limit is None:
             raise CharrnnError("the cosine schedule needs a length: give --steps, --epochs or --time-limit")
-        self._started = None  # monotonic start of this invocation, while it trains
-        self._offset = None  # (epoch, its stream offset)
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
-            if init_from is None:
-                self.model = Model.create(model_cfg, self.rng)
-            else:
-                self.model = Model(model_cfg, init_from.params_for(model_cfg, corpus.vocab, self.rng))
-            self.init_from = init_from.provenance() if init_from else None
+            params = (init_from.params_for(model_cfg, corpus.vocab, self.rng) if init_from
+                      else init_params(model_cfg, self.rng))
+            self.model = Model(model_cfg, params)
             self.optim = make_optimizer(cfg.optimizer, self.model.params, cfg.weight_decay)
             self.state = self.model.initial_state(cfg.batch_size)
-            self.step = self.epoch = self.chunk = self.chars_seen = 0
-            self.elapsed, self.history, self.best_val, self.best_step = 0.0, [], None, None
+            self.progress = Progress(self.streams.chunks)
+            self.init_from = init_from.provenance() if init_from else None
         else:
             self._restore(resume)
         self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.fast.shards)
+        self._offset = None  # (epoch, its stream offset)
 
     def _restore(self, ck: checkpoint.Checkpoint) -> None:
-        meta, progress = ck.meta, ck.meta.get("progress")
-        if progress is None or "rng" not in meta:
+        if ck.meta.get("progress") is None or "rng" not in ck.meta:
             raise CharrnnError("checkpoint has no training progress to resume from")
         if ck.vocab != self.corpus.vocab:
             raise CharrnnError("the corpus is not encoded with the checkpoint's vocabulary (Corpus.reindexed)")
@@ -160,189 +161,134 @@ class Trainer:
         self.optim = make_optimizer(self.cfg.optimizer, self.model.params, self.cfg.weight_decay)
         self.optim.load_state_dict(ck.optim)
         self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = meta["rng"]
+        self.rng.bit_generator.state = ck.meta["rng"]
         self.state = ck.state if ck.state else self.model.initial_state(self.cfg.batch_size)
         if self.state[0].shape[1] != self.cfg.batch_size:
             raise CharrnnError("the checkpoint's carried state does not match --batch-size")
-        self.step, self.epoch, self.chunk = progress["step"], progress["epoch"], progress["chunk"]
-        self.chars_seen, self.elapsed = progress["chars_seen"], progress["elapsed"]
-        if self.chunk >= self.streams.chunks:
-            raise CharrnnError("the checkpoint's stream position is past the end of this corpus's epoch")
-        self.history = meta.get("history", [])
-        self.init_from = meta.get("init_from")
-        self.best_val, self.best_step = meta.get("best_val_loss"), meta.get("best_step")
-
-    # -- checkpoints -------------------------------------------------------------------------------------------
-
-    def metadata(self) -> dict:
-        cfg = self.cfg
-        return {
-            "train": asdict(cfg),
-            "progress": {"step": self.step, "epoch": self.epoch, "chunk": self.chunk,
-                         "epoch_progress": self.epoch_progress, "chars_seen": self.chars_seen,
-                         "elapsed": self.run_time},
-            "schedule": {"name": cfg.lr_schedule, "lr": self.lr, "total_steps": self.total_steps},
-            "rng": self.rng.bit_generator.state,
-            "history": self.history,
-            "init_from": self.init_from,
-            "best_val_loss": self.best_val,
-            "best_step": self.best_step,
-            "corpus": {"name": self.corpus.name, "size": self.corpus.size, "sha256": self.corpus.sha256,
-                       "chars": len(self.corpus.data), "train_chars": len(self.train_data),
-                       "val_chars": len(self.val_data)},
-        }
-
-    def save(self, name: str) -> Path:
-        path = self.out / name
-        checkpoint.save(path, self.model, self.corpus.vocab, self.metadata(), self.optim.state_dict(), self.state)
-        return path
+        self.progress = Progress.from_meta(ck.meta, self.streams.chunks)
+        self.init_from = ck.meta.get("init_from")
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
-    @property
-    def epoch_progress(self) -> float:
-        return self.epoch + self.chunk / self.streams.chunks
-
-    @property
-    def offset(self) -> int:
-        """Where this epoch's streams start (epoch_offset), worked out once per epoch."""
-        if self._offset is None or self._offset[0] != self.epoch:
-            self._offset = (self.epoch, epoch_offset(self.cfg, self.epoch, len(self.train_data)))
-        return self._offset[1]
-
-    @property
-    def lr(self) -> float:
-        fraction = None
-        if self.cfg.time_limit:
-            fraction = self.run_time / self.cfg.time_limit
-        return learning_rate(self.cfg, self.step, self.epoch_progress, self.total_steps, fraction)
-
-    @property
-    def run_time(self) -> float:
-        """Wall time this run has trained, evaluation included, over all its invocations (resumes add up)."""
-        return self.elapsed + (time.monotonic() - self._started if self._started is not None else 0.0)
+    def run(self) -> Outcome:
+        """Train until the run's length or a signal, validating, saving and sampling as configured."""
+        cfg, progress = self.cfg, self.progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temp_files(self.out)
+        first_step, val = progress.step, None
+        progress.start_clock()
+        interval = Interval()
+        try:
+            with StopRequests() as stop, self.sharded.owning_cores(cfg.batch_size):  # BLAS 1 thread while sharded
+                while (reason := self.done() or stop.reason) is None:
+                    loss, norm = self.train_step()
+                    interval.add(loss, cfg.batch_size * cfg.seq_len)
+                    self.reporter.step({"step": progress.step, "total": self.total_steps,
+                                        "epoch": progress.epoch_progress, "loss": loss, "norm": norm, "lr": self.lr,
+                                        "chars": cfg.batch_size * cfg.seq_len, "val": val,
+                                        "elapsed": time.monotonic() - progress.started, "time_limit": cfg.time_limit})
+                    if progress.step % cfg.eval_every == 0:
+                        val, interval = self.validate(interval), Interval()
+                    if progress.step % cfg.save_every == 0:
+                        self.save(LATEST)
+                    if cfg.sample_every and progress.step % cfg.sample_every == 0:
+                        self.reporter.sampled(progress.step, self.sample())
+                        interval.resume()
+                if interval.steps:  # a last validation, so the history and best.npz are up to date
+                    val = self.validate(interval)
+                latest = self.save(LATEST)
+        except WorkerDied as e:  # the failed step changed nothing: keep every finished one
+            latest = self.save(LATEST)
+            raise WorkerDied(f"{e}; {latest} holds step {progress.step}, and --resume continues from it") from None
+        finally:
+            time_here = time.monotonic() - progress.started
+            progress.stop_clock()
+            self.sharded.close()
+            self.reporter.close()
+        return Outcome(reason, EXIT_CODES.get(reason, 0), {
+            "reason": reason, "steps": progress.step, "steps_this_run": progress.step - first_step,
+            "epochs": progress.epoch_progress, "time": time_here, "elapsed_total": progress.elapsed,
+            "best_val_loss": progress.best_val, "best_step": progress.best_step, "last_val_loss": val,
+            "latest": str(latest), "best": str(self.out / BEST) if progress.best_val is not None else None,
+        })
 
     def done(self) -> str | None:
         """Why the run has reached its length (steps, epochs, time), or None while it has not."""
-        cfg = self.cfg
-        if cfg.steps is not None and self.step >= cfg.steps:
+        cfg, progress = self.cfg, self.progress
+        if cfg.steps is not None and progress.step >= cfg.steps:
             return "steps"
-        if cfg.epochs is not None and self.epoch_progress >= cfg.epochs:
+        if cfg.epochs is not None and progress.epoch_progress >= cfg.epochs:
             return "epochs"
-        if cfg.time_limit is not None and self.run_time >= cfg.time_limit:
+        if cfg.time_limit is not None and progress.run_time >= cfg.time_limit:
             return "time"
         return None
 
     def train_step(self) -> tuple[float, float]:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
-        x, y = self.streams.batch(self.chunk, offset=self.offset)
+        x, y = self.streams.batch(self.progress.chunk, offset=self.offset)
         lr = self.lr
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
             loss, grads, state = self.sharded.loss_and_grads(x, y, self.state, self.rng)
             norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
-        if not math.isfinite(loss) or not math.isfinite(norm):
-            what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
-            last = self.out / LATEST
-            kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
-            raise Diverged(f"training diverged at step {self.step + 1}: {what}; {kept}; "
-                           f"try a lower --lr (now {lr:g}) or a smaller --clip")
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise self.diverged(loss, norm, lr)
         self.optim.step(self.model.params, grads, lr)
         self.state = state
-        self.step += 1
-        self.chunk += 1
-        self.chars_seen += x.size
-        if self.chunk == self.streams.chunks:  # epoch boundary: streams start over, state resets
-            self.epoch, self.chunk = self.epoch + 1, 0
+        if self.progress.advance(x.size):  # epoch boundary: streams start over, state resets
             self.state = self.model.initial_state(self.cfg.batch_size)
         return loss, norm
 
-    def evaluate(self, train_loss: float, chars: int, seconds: float) -> float | None:
-        """Close an interval of training (mean train loss, characters and seconds it took): validate, record
-        history, write best.npz on improvement, report."""
-        chars_per_s = chars / seconds if seconds else None
+    def validate(self, interval: Interval) -> float | None:
+        """Close an interval of training: score the validation split, record the history row, write best.npz on
+        improvement, report.  Returns the validation loss (None without a validation split)."""
+        progress = self.progress
         val = None
         if len(self.val_data) >= 2:
-            val = validate(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len)
-        self.history.append({"step": self.step, "epoch": round(self.epoch_progress, 4), "train_loss": train_loss,
-                             "val_loss": val, "chars_per_s": chars_per_s, "elapsed": round(self.run_time, 3)})
-        if val is not None and math.isfinite(val) and (self.best_val is None or val < self.best_val):
-            self.best_val, self.best_step = val, self.step
+            val = validation_loss(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len)
+        row = {"step": progress.step, "epoch": round(progress.epoch_progress, 4), "train_loss": interval.mean_loss,
+               "val_loss": val, "chars_per_s": interval.speed, "elapsed": round(progress.run_time, 3)}
+        best = progress.record(row)
+        if best:
             self.save(BEST)
-        self._report_eval(val, train_loss, chars_per_s)
+        self.reporter.validated(row, best)
         return val
 
-    def run(self) -> Outcome:
-        cfg, rep = self.cfg, self.reporter
-        self.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_stale_temp_files(self.out)
-        caught = []
+    def sample(self) -> str:
+        """A sample of the model as it is, from an RNG of its own, so samples never change the run."""
+        rng = np.random.default_rng([self.cfg.seed, self.progress.step])
+        return sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8)
 
-        def on_signal(signum, frame):
-            if caught:  # a second signal: stop now
-                raise KeyboardInterrupt
-            caught.append(signum)
+    def save(self, name: str) -> Path:
+        """Write the run's checkpoint `name` into its --out, atomically."""
+        path = self.out / name
+        meta = {
+            "train": asdict(self.cfg),
+            **self.progress.meta(),
+            "schedule": {"name": self.cfg.lr_schedule, "lr": self.lr, "total_steps": self.total_steps},
+            "rng": self.rng.bit_generator.state,
+            "init_from": self.init_from,
+            "corpus": corpus_facts(self.corpus, len(self.train_data), len(self.val_data)),
+        }
+        checkpoint.save(path, self.model, self.corpus.vocab, meta, self.optim.state_dict(), self.state)
+        return path
 
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        started = last_tick = self._started = time.monotonic()
-        interval_loss, interval_steps, interval_chars = 0.0, 0, 0
-        interval_time, val = 0.0, None
-        start_step = self.step
-        try:
-            with self.sharded.owning_cores(cfg.batch_size):  # BLAS single-threaded while sharded
-                while (reason := self.done()) is None:
-                    if caught:
-                        reason = "interrupted" if caught[0] == signal.SIGINT else "terminated"
-                        break
-                    loss, norm = self.train_step()
-                    now = time.monotonic()
-                    interval_time += now - last_tick
-                    last_tick = now
-                    interval_loss, interval_steps = interval_loss + loss, interval_steps + 1
-                    interval_chars += cfg.batch_size * cfg.seq_len
-                    rep.update({"step": self.step, "total": self.total_steps, "epoch": self.epoch_progress,
-                                "loss": loss, "norm": norm, "lr": self.lr, "chars": cfg.batch_size * cfg.seq_len,
-                                "val": val, "elapsed": now - started, "time_limit": cfg.time_limit})
-                    if self.step % cfg.eval_every == 0:
-                        val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
-                        interval_loss, interval_steps, interval_chars, interval_time = 0.0, 0, 0, 0.0
-                        last_tick = time.monotonic()  # validation time is not training time
-                    if self.step % cfg.save_every == 0:
-                        self.save(LATEST)
-                    if cfg.sample_every and self.step % cfg.sample_every == 0:
-                        rep.log(self._sample())
-                        last_tick = time.monotonic()
-                if interval_steps:  # a final evaluation so history and best.npz are up to date
-                    val = self.evaluate(interval_loss / interval_steps, interval_chars, interval_time)
-                path = self.save(LATEST)
-        except WorkerDied as e:  # the failed step changed nothing: keep every finished one
-            path = self.save(LATEST)
-            raise WorkerDied(f"{e}; {path} holds step {self.step}, and --resume continues from it") from None
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-            self.elapsed, self._started = self.run_time, None
-            self.sharded.close()
-            rep.close()
-        exit_code = {"interrupted": 130, "terminated": 143}.get(reason, 0)
-        return Outcome(reason, exit_code, {
-            "reason": reason, "steps": self.step, "steps_this_run": self.step - start_step,
-            "epochs": self.epoch_progress, "time": time.monotonic() - started, "elapsed_total": self.elapsed,
-            "best_val_loss": self.best_val, "best_step": self.best_step, "last_val_loss": val,
-            "latest": str(path), "best": str(self.out / BEST) if self.best_val is not None else None,
-        })
+    def diverged(self, loss: float, norm: float, lr: float) -> Diverged:
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        last = self.out / LATEST
+        kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
+        return Diverged(f"training diverged at step {self.progress.step + 1}: {what}; {kept}; "
+                        f"try a lower --lr (now {lr:g}) or a smaller --clip")
 
-    def _report_eval(self, val, train_loss, speed) -> None:
-        parts = [f"step {self.step}", f"epoch {self.epoch_progress:.2f}", f"train {train_loss:.4f}"]
-        if val is not None:
-            parts.append(f"val {val:.4f} nats/char = {val / LN2:.3f} bits/char")
-            if self.best_step == self.step:
-                parts.append("best")
-        if speed:
-            parts.append(f"{speed:,.0f} chars/s")
-        self.reporter.log(" | ".join(parts))
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update."""
+        fraction = self.progress.run_time / self.cfg.time_limit if self.cfg.time_limit else None
+        return learning_rate(self.cfg, self.progress.step, self.progress.epoch_progress, self.total_steps, fraction)
 
-    def _sample(self) -> str:
-        # its own RNG, so samples never change the training run's random stream
-        rng = np.random.default_rng([self.cfg.seed, self.step])
-        text = sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8)
-        return f"--- sample at step {self.step} ---\n{text}\n---"
+    @property
+    def offset(self) -> int:
+        """Where this epoch's streams start (epoch_offset), worked out once per epoch."""
+        epoch = self.progress.epoch
+        if self._offset is None or self._offset[0] != epoch:
+            self._offset = (epoch, epoch_offset(self.cfg, epoch, len(self.train_data)))
+        return self._offset[1]

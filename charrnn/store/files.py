@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from charrnn.errors import CharrnnError
+
 
 def umask() -> int:
     """The process's file-creation mask.  POSIX can only read it by setting it, so it is set and put back."""
@@ -26,3 +28,13 @@ def temp_beside(path: Path) -> tuple[int, str]:
         Path(tmp).unlink(missing_ok=True)
         raise
     return fd, tmp
+
+
+def check_writable_dir(path: Path, what: str = "files") -> None:
+    """Make the directory if need be and prove a file can be created in it, or raise a one-line CharrnnError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CharrnnError(f"cannot write {what} to {path}: {e.strerror or e}") from None
