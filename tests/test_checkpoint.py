@@ -13,6 +13,12 @@ from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.store import checkpoint
 
+# What a training run records besides its model (runs.train.Trainer.save), for a checkpoint --resume can take
+PROGRESS = {"step": 3, "epoch": 0, "chunk": 3, "epoch_progress": 0.3, "chars_seen": 48, "elapsed": 1.5}
+RUN = {"train": {"optimizer": "adam", "batch_size": 3}, "progress": PROGRESS,
+       "rng": np.random.default_rng(0).bit_generator.state,
+       "corpus": {"name": "c.txt", "size": 12, "sha256": "0" * 64, "chars": 12, "train_chars": 11, "val_chars": 1}}
+
 
 @pytest.fixture
 def saved(tmp_path):
@@ -22,21 +28,26 @@ def saved(tmp_path):
     optim = make_optimizer("adam", model.params)
     state = tuple(np.full(s.shape, 0.5, np.float32) for s in model.initial_state(3))
     path = tmp_path / "ck.npz"
-    checkpoint.save(path, model, vocab, {"progress": {"step": 3}}, optim.state_dict(), state)
+    checkpoint.save(path, model, vocab, RUN, optim.state_dict(), state)
     return path, model, vocab, optim, state
 
 
 def test_round_trip(saved):
     path, model, vocab, optim, state = saved
-    ck = checkpoint.load(path)
-    assert ck.vocab == vocab and ck.model.cfg == model.cfg
+    ck = checkpoint.load(path, resume=True)
+    assert ck.vocab == vocab and ck.model.cfg == model.cfg and ck.resumable
     for k, p in model.params.items():
         np.testing.assert_array_equal(ck.model.params[k], p)
         assert ck.model.params[k].dtype == np.float32
     assert set(ck.optim) == set(optim.state_dict())
     np.testing.assert_array_equal(ck.state[1], state[1])
     assert ck.meta["format"] == "charrnn-checkpoint" and ck.meta["version"] == 1
-    assert ck.meta["progress"] == {"step": 3}
+    assert ck.meta["progress"] == PROGRESS
+
+
+def test_what_only_resume_needs_is_not_read_without_it(saved):
+    ck = checkpoint.load(saved[0])
+    assert ck.resumable and ck.optim == {} and ck.state == ()
 
 
 def test_loads_without_pickle_and_stores_metadata_as_bytes(saved):
@@ -67,9 +78,9 @@ def set_meta(arrays, **fields):
     (lambda a: a.update(meta=np.frombuffer(b"{not json", np.uint8)), "damaged metadata"),
     (lambda a: set_meta(a, format="something-else"), "not a charrnn checkpoint"),
     (lambda a: set_meta(a, version=99), "format version 99"),
-    (lambda a: a.update(vocab=a["vocab"][:-1]), "vocabulary has"),
-    (lambda a: a.update(extra=np.zeros(2)), "unexpected entries: extra"),
-    (lambda a: set_meta(a, model={"cell": "lstm"}), "invalid model configuration"),
+    (lambda a: a.update(vocab=a["vocab"][:-1]), r"the vocabulary is int32\[9\], expected int32\[10\]"),
+    (lambda a: a.update(extra=np.zeros(2)), "unexpected entries: 'extra'"),
+    (lambda a: set_meta(a, model={"cell": "lstm"}), "metadata field model.vocab_size is missing"),
 ])
 def test_refuses_inconsistent_checkpoints(saved, damage, message):
     path = saved[0]
@@ -124,7 +135,7 @@ def test_failed_save_leaves_previous_file_and_no_temp(saved, monkeypatch):
 
     monkeypatch.setattr(checkpoint.np, "savez", explode)
     with pytest.raises(CharrnnError, match="cannot write .*disk full"):
-        checkpoint.save(path, model, vocab, {}, optim.state_dict(), state)
+        checkpoint.save(path, model, vocab, RUN, optim.state_dict(), state)
     assert path.read_bytes() == before
     assert list(path.parent.glob(".*tmp")) == []
 

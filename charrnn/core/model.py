@@ -53,6 +53,14 @@ class ModelConfig:
     def gates(self) -> int:
         return CELLS[self.cell].gate_count(self.coupled)
 
+    @property
+    def safe_magnitude(self) -> float:
+        """The largest weight or carried state (in absolute value) for which no forward pass can overflow the
+        dtype: a pre-activation sums at most H + V + 2 products of a weight with an input in [-1, 1], and a
+        peephole multiplies two such numbers, so sqrt(max) / (H + V + 2) keeps every sum below sqrt(max).
+        Trained weights stay below 100 or so; anything past this bound came from damage, not training."""
+        return float(np.sqrt(np.finfo(self.dtype).max)) / (self.hidden + self.vocab_size + 2)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -16,6 +16,7 @@ class Optimizer:
 
     name = ""
     slots: tuple[str, ...] = ()  # per-parameter state arrays
+    squares: tuple[str, ...] = ()  # slots that sum squared gradients: never negative, as a square root is taken
     decoupled = False  # weight decay applied to the parameters directly (AdamW) instead of via the gradient
 
     def __init__(self, params: dict[str, np.ndarray], weight_decay: float = 0.0, **hyper):
@@ -73,7 +74,7 @@ class SGD(Optimizer):
 class Adagrad(Optimizer):
     """min-char-rnn's optimiser: mem += g^2;  p -= lr g / sqrt(mem + 1e-8)."""
 
-    name, slots = "adagrad", ("sum",)
+    name, slots, squares = "adagrad", ("sum",), ("sum",)
 
     def update(self, k, p, g, lr):
         mem, s = self.state[f"sum.{k}"], self._scratch[k]
@@ -89,7 +90,7 @@ class Adagrad(Optimizer):
 class RMSprop(Optimizer):
     """char-rnn's optimiser: v = a v + (1 - a) g^2;  p -= lr g / (sqrt(v) + eps), with a = 0.95."""
 
-    name, slots = "rmsprop", ("v",)
+    name, slots, squares = "rmsprop", ("v",), ("v",)
 
     def update(self, k, p, g, lr):
         alpha, eps = self.hyper.get("alpha", 0.95), self.hyper.get("eps", 1e-8)
@@ -108,7 +109,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction; weight decay as an L2 penalty."""
 
-    name, slots = "adam", ("m", "v")
+    name, slots, squares = "adam", ("m", "v"), ("v",)
 
     def update(self, k, p, g, lr):
         b1, b2 = self.hyper.get("betas", (0.9, 0.999))

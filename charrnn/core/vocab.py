@@ -33,6 +33,10 @@ class Vocab:
         chars = sorted(set(chars))
         if not chars:
             raise CharrnnError("vocabulary is empty")
+        lone = [ch for ch in chars if "\ud800" <= ch <= "\udfff"]
+        if lone:  # half of a UTF-16 pair: no text holds one alone, and sampling one could not print it
+            raise CharrnnError(f"vocabulary holds a lone surrogate U+{ord(lone[0]):04X}, a code point UTF-8 cannot "
+                               f"write")
         self.chars: list[str] = chars
         self.dtype = index_dtype(len(chars))
         self.code_points = np.array([ord(c) for c in chars], dtype=np.int32)
@@ -46,7 +50,7 @@ class Vocab:
 
     @classmethod
     def from_code_points(cls, code_points: np.ndarray) -> Vocab:
-        """Rebuild from the int32 array a checkpoint stores (sorted, unique, valid code points)."""
+        """Rebuild from the int32 array a checkpoint stores (sorted, unique, valid code points, no surrogates)."""
         cps = np.asarray(code_points)
         if cps.ndim != 1 or cps.size == 0 or not np.issubdtype(cps.dtype, np.integer):
             raise CharrnnError("vocabulary must be a non-empty 1-D integer array of code points")

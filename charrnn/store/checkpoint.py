@@ -2,15 +2,27 @@
 
 Arrays keep their PyTorch-style names (`weight_ih_l0`, ..., `optim.m.<name>`); the vocabulary is an int32
 code-point array and the metadata is a JSON document stored as uint8 bytes, so nothing needs pickle.  Files are
-written atomically and loaded with allow_pickle=False: a checkpoint can never run code, and a crash at any
-moment leaves the previous file intact.
+written atomically: a crash at any moment leaves the previous file intact.
+
+A checkpoint is also a file anyone can hand us, so loading trusts nothing in it and reads no more than the model
+needs.  The zip's central directory is read through a byte budget (zipfile would read as large a directory as the
+file claims); the metadata, bounded in size, is parsed and checked field by field against store.schema; from it
+follows every member the file may hold, with its dtype and shape (MEMBERS below), and each member's declared
+header and sizes are checked against those before a byte of its data is read.  Unknown members are refused,
+members that are not needed are not inflated (the optimiser's and the carried state only for --resume), and the
+arrays that are read are checked as they arrive: no parameter or state may be non-finite or beyond the magnitude
+at which the model's arithmetic overflows (ModelConfig.safe_magnitude).  Every refusal is one line naming the
+file and the member or field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +31,21 @@ import numpy as np
 from charrnn import __version__
 from charrnn.core.cells import STATE_NAMES
 from charrnn.core.model import Model, ModelConfig, param_shapes
+from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.store.files import temp_beside
+from charrnn.store.files import atomic_write, open_regular, short
+from charrnn.store.memory import check_fits
+from charrnn.store.schema import META, RESUME_FIELDS, Invalid
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
+MAX_META = 4 << 20  # bytes of metadata: the history is capped at schema.MAX_HISTORY rows of about 200 bytes
+MAX_DIRECTORY = 1 << 20  # bytes of the zip's directory and end records: room for some 10,000 members
+MAX_HEADER = 4096  # bytes of a member's .npy header (numpy writes 128)
+CHUNK = 1 << 20  # bytes read into an array at a time, each checked as it arrives
+DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error, NotImplementedError,
+          RuntimeError, KeyError, OverflowError)  # what zipfile and numpy's header parser raise on broken bytes
 
 
 @dataclass
@@ -33,16 +54,21 @@ class Checkpoint:
 
     model: Model
     vocab: Vocab
-    meta: dict  # format, versions, model/train config, progress, rng, history, corpus ...
-    optim: dict[str, np.ndarray] = field(default_factory=dict)  # optim.* arrays
-    state: tuple[np.ndarray, ...] = ()  # the training streams' carried hidden state, (L, B, H) each
+    meta: dict  # format, versions, model/train config, progress, rng, history, corpus ... (store.schema.META)
+    optim: dict[str, np.ndarray] = field(default_factory=dict)  # optim.* arrays, read for --resume only
+    state: tuple[np.ndarray, ...] = ()  # the training streams' carried hidden state, (L, B, H) each, ditto
+    resumable: bool = False  # it holds everything --resume needs (metadata and optimiser state)
 
 
 def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None, state=()) -> None:
-    """Write atomically: temp file in the same directory, flush + fsync, os.replace, fsync the directory."""
-    path = Path(path)
+    """Write atomically: temp file in the same directory, flush + fsync, os.replace, fsync the directory.
+    The metadata is checked against the schema first: a checkpoint that load would refuse is never written."""
     meta = {"format": FORMAT, "version": VERSION, "charrnn_version": __version__, **meta,
             "model": model.cfg.to_dict()}
+    try:
+        META.check(meta)
+    except Invalid as e:
+        raise CharrnnError(f"cannot save {short(path)}: metadata field {e}") from None
     arrays = dict(model.params)
     arrays.update(optim or {})
     arrays.update({f"state.{n}": s for n, s in zip(STATE_NAMES[model.cfg.cell], state, strict=False)})
@@ -52,34 +78,8 @@ def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None
 
 
 def atomic_savez(path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez, atomically: temp file in the target directory, flush + fsync, os.replace, fsync the directory.
-    A crash at any moment leaves the previous file intact.  Through an open file, so no `.npz` is appended."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
-    try:
-        fd, tmp = temp_beside(path)
-    except OSError as e:
-        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open directories; the rename itself is done
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """np.savez, atomically (files.atomic_write): through an open file, so no `.npz` is appended to the name."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def remove_stale_temp_files(directory) -> None:
@@ -88,85 +88,314 @@ def remove_stale_temp_files(directory) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise CharrnnError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CharrnnError(f"checkpoint {path} is a directory")
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if not magic:
-        raise CharrnnError(f"checkpoint {path} is empty")
-    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
-        raise CharrnnError(f"{path} is not a charrnn checkpoint (not an .npz file)")
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise CharrnnError(f"{path} is not a charrnn checkpoint (a bare .npy array, not an .npz)")
-        with z:
-            return {k: z[k] for k in z.files}
-    except CharrnnError:
-        raise
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise CharrnnError(f"{path} is damaged or truncated ({e})") from None
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise CharrnnError(f"{path} contains pickled objects; refusing to load it (allow_pickle=False)") from None
-        raise CharrnnError(f"{path} is not a charrnn checkpoint ({e})") from None
-    except (OSError, zipfile.LargeZipFile) as e:
-        raise CharrnnError(f"cannot read checkpoint {path}: {e}") from None
-    except Exception as e:  # numpy raises a variety of errors on damaged zips
-        raise CharrnnError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+# -- reading: a byte budget, the members and their headers ------------------------------------------------------
+
+class Budget:
+    """A file that refuses reads past a budget: zipfile reads a central directory as large as the end record
+    says, so the directory is read through one before anything is known about the file."""
+
+    def __init__(self, f, budget: int):
+        self.f, self.left = f, budget
+        self.size = os.fstat(f.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.f.tell() if n is None or n < 0 else n
+        if n > self.left:
+            raise OverBudget
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seekable(self) -> bool:
+        return True
 
 
-def _read_meta(path: Path, arrays: dict) -> dict:
-    if "meta" not in arrays:
-        raise CharrnnError(f"{path} is not a charrnn checkpoint (no metadata)")
-    raw = arrays.pop("meta")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CharrnnError(f"{path} is not a charrnn checkpoint (metadata is not JSON bytes)")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CharrnnError(f"{path} has damaged metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CharrnnError(f"{path} is not a charrnn checkpoint (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise CharrnnError(f"{path} has checkpoint format version {meta.get('version')}; this charrnn reads "
-                           f"version {VERSION}")
-    return meta
+class OverBudget(Exception):
+    """A read the budget did not allow."""
 
 
-def load(path) -> Checkpoint:
-    """Load and validate: format and version, every expected key, shapes and dtypes against the config."""
+@dataclass
+class Member:
+    """An array member as its zip entry and .npy header declare it: nothing of its data read yet."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _entries(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
+    """name -> entry of every member (np.savez names them `<name>.npy`); duplicates, encrypted members and
+    compression np.savez does not write are refused."""
+    entries = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy") or info.filename[:-4] in entries:
+            raise CharrnnError(f"{where} is not a charrnn checkpoint (member {shown_name(info.filename)} "
+                               f"{'appears twice' if info.filename[:-4] in entries else 'is not an array'})")
+        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CharrnnError(f"{where}: member {shown_name(info.filename)} is encrypted or compressed in a way "
+                               f"np.savez never writes")
+        entries[info.filename[:-4]] = info
+    return entries
+
+
+def shown_name(name: str) -> str:
+    return repr(name) if len(name) <= 60 else repr(name[:57] + "...")
+
+
+def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Member:
+    """A member's declared dtype and shape from its .npy header, checked against its entry's sizes: the data
+    after the header must be exactly shape x itemsize bytes, and a compressed member no larger than that."""
+    with zf.open(info) as m:
+        version = np.lib.format.read_magic(m)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(m, max_header_size=MAX_HEADER)
+        header = m.tell()
+    name = shown_name(info.filename[:-4])
+    if dtype.hasobject:
+        raise CharrnnError(f"{where} contains pickled objects (member {name}); refusing to load it "
+                           f"(allow_pickle=False)")
+    if fortran and len(shape) > 1:
+        raise CharrnnError(f"{where}: member {name} is stored in Fortran order, which charrnn never writes")
+    nbytes = math.prod(shape) * dtype.itemsize
+    slack = nbytes // 100 + 1024  # deflate's worst case grows incompressible data by a fraction of a percent
+    if info.file_size != header + nbytes or info.compress_size > info.file_size + slack:
+        raise CharrnnError(f"{where}: member {name} declares {dtype}{list(shape)} ({nbytes:,} bytes) but its "
+                           f"entry holds {info.file_size - header:,} bytes")
+    return Member(info, shape, dtype)
+
+
+def _read_array(zf: zipfile.ZipFile, member: Member, check=None) -> np.ndarray:
+    """A member's data, read chunk by chunk into its own array (never a second copy); check(chunk) sees each
+    chunk as it arrives.  zipfile verifies the CRC-32 on reading the last byte."""
+    out = np.empty(member.shape, member.dtype)
+    flat = out.reshape(-1)
+    view = memoryview(flat).cast("B")
+    step = max(1, CHUNK // member.dtype.itemsize)
+    with zf.open(member.info) as m:
+        version = np.lib.format.read_magic(m)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read(m, max_header_size=MAX_HEADER)
+        for at in range(0, flat.size, step):
+            part = flat[at : at + step]
+            got = m.readinto(view[at * member.dtype.itemsize : (at + part.size) * member.dtype.itemsize])
+            if got != part.nbytes:
+                raise EOFError("member ends early")
+            if check is not None:
+                check(part)
+        if m.read(1):
+            raise zipfile.BadZipFile("member runs past its declared size")
+    return out
+
+
+class Reader:
+    """An open checkpoint: its entries, and headers read on demand.  Use as a context manager."""
+
+    def __init__(self, path: Path):
+        self.path, self.where = path, short(path)
+        self.f = open_regular(path, "checkpoint")
+        try:
+            head = self.f.read(6)
+            if not head:
+                raise CharrnnError(f"checkpoint {self.where} is empty")
+            if head == b"\x93NUMPY":
+                raise CharrnnError(f"{self.where} is not a charrnn checkpoint (a bare .npy array, not an .npz)")
+            if not head.startswith(b"PK"):
+                raise CharrnnError(f"{self.where} is not a charrnn checkpoint (not an .npz file)")
+            self.f.seek(0)
+            budget = Budget(self.f, MAX_DIRECTORY)
+            try:
+                self.zf = zipfile.ZipFile(budget)
+            except OverBudget:
+                raise CharrnnError(f"{self.where}: its zip directory is larger than a checkpoint's can be "
+                                   f"({MAX_DIRECTORY:,} bytes at most)") from None
+            budget.left = math.inf  # members: bounded by their checked entries from here on
+            self.entries = _entries(self.zf, self.where)
+        except CharrnnError:
+            self.f.close()
+            raise
+        except DAMAGE as e:
+            self.f.close()
+            raise CharrnnError(f"{self.where} is damaged or truncated ({type(e).__name__}: {short(e)})") from None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.zf.close()
+        self.f.close()
+
+    def header(self, name: str) -> Member:
+        return self.guarded(_header, self.zf, self.entries[name], self.where)
+
+    def array(self, member: Member, check=None) -> np.ndarray:
+        return self.guarded(_read_array, self.zf, member, check)
+
+    def guarded(self, f, *args):
+        """f(*args), with whatever broken bytes make zipfile or numpy raise turned into one line."""
+        try:
+            return f(*args)
+        except CharrnnError:
+            raise
+        except DAMAGE as e:
+            raise CharrnnError(f"{self.where} is damaged ({type(e).__name__}: {short(e)})") from None
+
+    def meta(self) -> dict:
+        """The metadata document, bounded in size and checked against the schema."""
+        if "meta" not in self.entries:
+            raise CharrnnError(f"{self.where} is not a charrnn checkpoint (no metadata)")
+        member = self.header("meta")
+        if member.dtype != np.uint8 or len(member.shape) != 1 or member.shape[0] > MAX_META:
+            raise CharrnnError(f"{self.where} is not a charrnn checkpoint (metadata is not JSON bytes of at most "
+                               f"{MAX_META:,})")
+        try:
+            meta = json.loads(self.array(member).tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a 5,000-digit integer
+            raise CharrnnError(f"{self.where} has damaged metadata ({type(e).__name__}: {short(e)})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CharrnnError(f"{self.where} is not a charrnn checkpoint (its metadata names no charrnn format)")
+        if meta.get("version") != VERSION:
+            raise CharrnnError(f"{self.where} has checkpoint format version {short(meta.get('version'))}; this "
+                               f"charrnn reads version {VERSION}")
+        try:
+            META.check(meta)
+        except Invalid as e:
+            raise CharrnnError(f"{self.where}: metadata field {e}") from None
+        return meta
+
+
+# -- what a checkpoint holds: its members, from its metadata ----------------------------------------------------
+
+def members(cfg: ModelConfig, meta: dict, present) -> dict[str, tuple[str, tuple[int, ...], np.dtype]]:
+    """name -> (group, shape, dtype) of every array but the metadata that a checkpoint of this model and metadata
+    may hold.  Groups: "model" (the vocabulary and parameters: always there, always read), "optim" and "state"
+    (the optimiser's and the carried state: each all there or none, read for --resume).  The optimiser's arrays
+    follow train.optimizer, the carried state train.batch_size (B, the training streams) where `present` (the
+    names the file holds) has any.  A new kind of array (an engine's own RNG state, say) is one more entry here."""
+    dtype = np.dtype(cfg.dtype)
+    params = param_shapes(cfg)
+    table = {"vocab": ("model", (cfg.vocab_size,), np.dtype(np.int32))}
+    table.update({name: ("model", shape, dtype) for name, shape in params.items()})
+    train = meta.get("train") or {}
+    optimizer = OPTIMIZERS.get(train.get("optimizer"))
+    if optimizer is not None:  # as Optimizer.state_dict names them
+        table.update({f"optim.{slot}.{name}": ("optim", shape, dtype) for slot in optimizer.slots
+                      for name, shape in params.items()})
+        table["optim.t"] = ("optim", (), np.dtype(np.int64))
+    if "batch_size" in train and any(name.startswith("state.") for name in present):
+        shape = (cfg.layers, train["batch_size"], cfg.hidden)
+        table.update({f"state.{n}": ("state", shape, dtype) for n in STATE_NAMES[cfg.cell]})
+    return table
+
+
+def label(name: str, table: dict) -> str:
+    """A member as a message names it: the vocabulary, parameter 'weight_hh_l0', 'optim.m.decoder.bias'."""
+    if name == "vocab":
+        return "the vocabulary"
+    return f"parameter {shown_name(name)}" if table[name][0] == "model" else shown_name(name)
+
+
+def values_check(what: str, where: str, bound: float = math.inf, nonnegative: bool = False):
+    """A check for the chunks of an array as they are read: every value finite, at most bound in absolute value
+    and (nonnegative) not below 0; else one line saying how many values of the chunk that showed it are not."""
+
+    def check(chunk: np.ndarray) -> None:
+        if chunk.dtype.kind != "f":
+            return
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(chunk) <= bound)  # NaN compares false
+            negative = int((chunk < 0).sum()) if nonnegative else 0
+        if bad.any() or negative:
+            nonfinite = int((~np.isfinite(chunk)).sum())
+            huge = int(bad.sum()) - nonfinite
+            found = [f"{nonfinite:,} non-finite value(s)" if nonfinite else "",
+                     f"{huge:,} value(s) beyond ±{bound:.3g}" if huge else "",
+                     f"{negative:,} negative value(s) in a sum of squares" if negative else ""]
+            raise CharrnnError(f"{where}: {what} has {' and '.join(f for f in found if f)} (in a block of "
+                               f"{chunk.size:,}); training never writes that, so the file is damaged")
+
+    return check
+
+
+def load(path, resume: bool = False) -> Checkpoint:
+    """Load and validate (see the module docstring).  The optimiser's state and the carried state are read only
+    with resume, which also requires them (and the run's record in the metadata) to be there."""
     path = Path(path)
-    arrays = _read_arrays(path)
-    meta = _read_meta(path, arrays)
+    with Reader(path) as r:
+        where = r.where
+        meta = r.meta()
+        try:
+            cfg = ModelConfig(**meta["model"])
+        except CharrnnError as e:
+            raise CharrnnError(f"{where}: {e}") from None
+        if 4 * cfg.layers + 2 > len(r.entries):  # before param_shapes walks a billion layers
+            raise CharrnnError(f"{where} holds {len(r.entries)} arrays, too few for a {cfg.layers:,}-layer model")
+        table = members(cfg, meta, r.entries)
+        unknown = sorted(set(r.entries) - set(table) - {"meta"})
+        if unknown:
+            raise CharrnnError(f"{where} has unexpected entries: {', '.join(map(shown_name, unknown[:5]))}")
+        missing = [name for name, (group, _, _) in table.items() if group == "model" and name not in r.entries]
+        if missing:
+            raise CharrnnError(f"{where} is missing {label(missing[0], table)}")
+        held: dict[str, dict[str, Member]] = {"model": {}, "optim": {}, "state": {}}
+        for name, (group, shape, dtype) in table.items():
+            if name in r.entries:
+                member = r.header(name)
+                if member.shape != shape or member.dtype != dtype:
+                    raise CharrnnError(f"{where}: {label(name, table)} is {member.dtype}{list(member.shape)}, "
+                                       f"expected {dtype}{list(shape)}")
+                held[group][name] = member
+        for group, what in (("optim", "optimiser"), ("state", "carried")):
+            lacking = [n for n, (g, _, _) in table.items() if g == group and n not in held[group]]
+            if held[group] and lacking:
+                raise CharrnnError(f"{where} holds part of its {what} state: {shown_name(lacking[0])} is missing")
+        resumable = bool(held["optim"]) and all(k in meta for k in RESUME_FIELDS)
+        if resume and not resumable:
+            raise CharrnnError(f"{where} has no training progress to resume from (it lacks the optimiser's state "
+                               f"or the run's record)")
+        reading = [*held["model"].values(), *(held["optim"].values() if resume else ()),
+                   *(held["state"].values() if resume else ())]
+        check_fits(sum(math.prod(m.shape) * m.dtype.itemsize for m in reading), f"loading {where}")
+
+        try:
+            vocab = Vocab.from_code_points(r.array(held["model"].pop("vocab")))
+        except CharrnnError as e:
+            raise CharrnnError(f"{where}: {e}") from None
+        bound = cfg.safe_magnitude  # no forward pass overflows below it
+        params = {name: r.array(m, values_check(f"parameter {name!r}", where, bound))
+                  for name, m in held["model"].items()}
+        optim, state = {}, ()
+        if resume:
+            squares = OPTIMIZERS[meta["train"]["optimizer"]].squares
+            optim = {name: r.array(m, values_check(f"optimiser state {name!r}", where,
+                                                   nonnegative=name.split(".")[1] in squares))
+                     for name, m in held["optim"].items()}
+            if optim["optim.t"] < 0:
+                raise CharrnnError(f"{where}: optimiser state 'optim.t' counts {int(optim['optim.t'])} updates")
+            state = tuple(r.array(held["state"][f"state.{n}"], values_check(f"carried state 'state.{n}'", where,
+                                                                             bound))
+                          for n in STATE_NAMES[cfg.cell] if held["state"])
+    return Checkpoint(Model(cfg, params), vocab, meta, optim, state, resumable)
+
+
+def read_meta(path) -> dict:
+    """A checkpoint's validated metadata alone, without reading its arrays (whose run a file belongs to)."""
+    with Reader(Path(path)) as r:
+        return r.meta()
+
+
+def member_names(path) -> set[str] | None:
+    """The names of the arrays an .npz holds, from its directory alone, or None where it is not a readable one:
+    a file's kind (a checkpoint holds `meta` and `vocab`) without trusting anything else in it."""
     try:
-        cfg = ModelConfig(**meta["model"])
-    except (KeyError, TypeError) as e:
-        raise CharrnnError(f"{path} has an invalid model configuration ({e})") from None
-    except CharrnnError as e:
-        raise CharrnnError(f"{path}: {e}") from None
-    if "vocab" not in arrays:
-        raise CharrnnError(f"{path} has no vocabulary")
-    vocab = Vocab.from_code_points(arrays.pop("vocab"))
-    if len(vocab) != cfg.vocab_size:
-        raise CharrnnError(f"{path}: vocabulary has {len(vocab)} symbols, the model expects {cfg.vocab_size}")
-    params = {}
-    for name, shape in param_shapes(cfg).items():
-        if name not in arrays:
-            raise CharrnnError(f"{path} is missing parameter {name!r}")
-        p = arrays.pop(name)
-        if p.shape != shape or p.dtype != np.dtype(cfg.dtype):
-            raise CharrnnError(f"{path}: parameter {name!r} is {p.dtype}{list(p.shape)}, "
-                               f"expected {cfg.dtype}{list(shape)}")
-        params[name] = p
-    state = tuple(arrays.pop(f"state.{n}") for n in STATE_NAMES[cfg.cell] if f"state.{n}" in arrays)
-    for s in state:
-        if s.ndim != 3 or s.shape[0] != cfg.layers or s.shape[2] != cfg.hidden or s.dtype != np.dtype(cfg.dtype):
-            raise CharrnnError(f"{path}: carried state has shape {s.shape}, inconsistent with the model")
-    optim = {k: arrays.pop(k) for k in list(arrays) if k.startswith("optim.")}
-    if arrays:
-        raise CharrnnError(f"{path} has unexpected entries: {', '.join(sorted(arrays)[:5])}")
-    return Checkpoint(Model(cfg, params), vocab, meta, optim, state)
+        with Reader(Path(path)) as r:
+            return set(r.entries)
+    except CharrnnError:
+        return None

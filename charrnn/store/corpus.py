@@ -17,9 +17,11 @@ import numpy as np
 from charrnn.core.vocab import Vocab, describe_chars
 from charrnn.errors import CharrnnError
 from charrnn.store.cache import CACHE_MIN_BYTES, load_cache, save_cache
+from charrnn.store.files import open_regular, short
 
 BLOCK = 1 << 23  # bytes read at a time
 MAX_CODE_POINT = 0x10FFFF
+SURROGATES = (0xD800, 0xDFFF)  # code points of UTF-16's pairs: no text holds one alone, UTF-8 cannot write one
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Corpus:
             return self
         unknown = [ch for ch in self.vocab.chars if ch not in vocab]
         if unknown:
-            raise CharrnnError(f"{path or self.name} has {len(unknown)} character(s) outside the vocabulary: "
+            raise CharrnnError(f"{short(path or self.name)} has {len(unknown)} character(s) outside the vocabulary: "
                                f"{describe_chars(unknown)}")
         table = vocab.encode_code_points(self.vocab.code_points).astype(vocab.dtype)
         return replace(self, vocab=vocab, data=Remapped(self.data, table))
@@ -79,21 +81,32 @@ class Remapped:
         return out if dtype is None else out.astype(dtype)
 
 
-def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.ndarray]:
-    """Yield the file's code points block by block; decoding errors name the byte offset.  A UTF-8 file's
-    leading byte-order mark (Windows editors write one) is not text and is skipped, as Python's utf-8-sig does;
-    UTF-16 and UTF-32 decoders consume theirs."""
+def encoding_problem(name: str) -> str | None:
+    """Why `name` is not a codec that decodes bytes into text, or None when it is one (train's and eval's
+    --encoding, and a checkpoint's record of it)."""
+    shown = repr(name) if len(name) <= 40 else repr(name[:37] + "...")
     try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    except LookupError:
-        raise CharrnnError(f"unknown encoding {encoding!r}") from None
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return f"unknown encoding {shown}"
+    if not getattr(info, "_is_text_encoding", True):  # base64, rot13, hex: bytes -> bytes, or text -> text
+        return f"{shown} is not a text encoding: it does not turn bytes into text"
+    return None
+
+
+def _code_point_blocks(path: Path, encoding: str, hasher=None, label: str = "corpus") -> Iterator[np.ndarray]:
+    """Yield the file's code points block by block; every decoding error is one line with its byte offset.  A
+    UTF-8 file's leading byte-order mark (Windows editors write one) is not text and is skipped, as Python's
+    utf-8-sig does; UTF-16 and UTF-32 decoders consume theirs (and refuse a file without one)."""
+    problem = encoding_problem(encoding)
+    if problem:
+        raise CharrnnError(problem)
     codec = codecs.lookup(encoding)
-    if not getattr(codec, "_is_text_encoding", True):  # base64, rot13, hex: not bytes -> text
-        raise CharrnnError(f"{encoding!r} is not a text encoding")
+    decoder = codec.incrementaldecoder(errors="strict")
     ascii_ok = codec.name in ("utf-8", "ascii", "latin-1", "iso8859-1", "cp1252")
     offset = 0
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, label) as f:
+        try:
             if codec.name == "utf-8":
                 head = f.read(len(codecs.BOM_UTF8))
                 if head == codecs.BOM_UTF8:
@@ -114,28 +127,25 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None) -> Iterator[np.nd
                 else:
                     try:
                         text = decoder.decode(block, final=final)
-                    except UnicodeDecodeError as e:
-                        at = offset - pending + e.start
+                    except UnicodeError as e:  # UTF-16 without a byte-order mark raises the base class
+                        at = offset - pending + (e.start if isinstance(e, UnicodeDecodeError) else 0)
+                        reason = e.reason if isinstance(e, UnicodeDecodeError) else str(e)
                         raise CharrnnError(
-                            f"{path} is not valid {encoding}: {e.reason} at byte offset {at} "
+                            f"{short(path)} is not valid {encoding}: {reason} at byte offset {at} "
                             f"(pass --encoding if the file uses another encoding)"
                         ) from None
                     yield np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
                 if final:
                     return
                 offset += len(block)
-    except OSError as e:
-        raise CharrnnError(f"cannot read {path}: {e.strerror or e}") from None
+        except OSError as e:
+            raise CharrnnError(f"cannot read {label} {short(path)}: {e.strerror or e}") from None
 
 
 def check_path(path: Path, label: str = "corpus") -> Path:
+    """path, if it names a regular file that can be opened (else one line saying what it is instead)."""
     path = Path(path)
-    if not path.exists():
-        raise CharrnnError(f"{label} {path} does not exist")
-    if path.is_dir():
-        raise CharrnnError(f"{label} {path} is a directory, not a text file")
-    if path.stat().st_size == 0:
-        raise CharrnnError(f"{label} {path} is empty")
+    open_regular(path, label).close()
     return path
 
 
@@ -144,7 +154,7 @@ def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, 
     hasher = hashlib.sha256()
     seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
     n = 0
-    for cps in _code_point_blocks(path, encoding, hasher):
+    for cps in _code_point_blocks(path, encoding, hasher, label):
         if cps.dtype == np.uint8:  # ASCII block: a 128-bin histogram is cheaper than a scatter
             counts = np.bincount(cps, minlength=128)
             seen[: counts.size] |= counts > 0
@@ -152,11 +162,16 @@ def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, 
         else:
             seen[cps] = True
             nul = cps.size and cps.min() == 0
+            lone = np.flatnonzero((cps >= SURROGATES[0]) & (cps <= SURROGATES[1]))
+            if lone.size:  # unicode_escape and its kin decode "\\ud800" to one
+                raise CharrnnError(f"{short(path)} decodes ({encoding}) to a lone surrogate U+{int(cps[lone[0]]):04X} "
+                                   f"at character offset {n + int(lone[0])}: a code point no text can hold, so no "
+                                   f"model can learn or write it")
         if nul:
-            raise CharrnnError(f"{path} looks binary: it contains NUL bytes (not a text file)")
+            raise CharrnnError(f"{short(path)} looks binary: it contains NUL bytes (not a text file)")
         n += cps.size
     if n == 0:
-        raise CharrnnError(f"{label} {path} is empty")
+        raise CharrnnError(f"{label} {short(path)} is empty")
     return hasher.hexdigest(), Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32)), n
 
 

@@ -12,12 +12,14 @@ cell and are refused.  No metadata, no pickle: the vocabulary stays in the check
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
 from charrnn.core.model import DTYPES, Model, ModelConfig, param_shapes
 from charrnn.errors import CharrnnError
-from charrnn.store.checkpoint import atomic_savez
+from charrnn.store.checkpoint import atomic_savez, member_names
+from charrnn.store.files import check_output, short
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
@@ -77,8 +79,21 @@ def from_torch(tensors: dict[str, np.ndarray], dtype: str | None = None) -> Mode
     return Model(cfg, params)
 
 
-def export(model: Model, out) -> dict[str, np.ndarray]:
-    """Write the model's PyTorch state_dict arrays to out (.npz); returns them."""
+def is_export(path: Path) -> bool:
+    """Whether path holds what export writes: an .npz of rnn.* and decoder.* arrays."""
+    names = member_names(path)
+    return bool(names) and all(name.startswith(("rnn.", "decoder.")) for name in names)
+
+
+def export(model: Model, out, force: bool = False) -> dict[str, np.ndarray]:
+    """Write the model's PyTorch state_dict arrays to out (.npz); returns them.  An existing out is replaced only
+    if export wrote it, or with force; never if it is a charrnn checkpoint (the one exported from, say), and
+    never if it is not a regular file (store.files.check_output)."""
+    out = Path(out)
     arrays = to_torch(model)
+    if {"meta", "vocab"} <= (member_names(out) or set()):
+        raise CharrnnError(f"{short(out)} is a charrnn checkpoint, which export never replaces (--force or not); "
+                           f"name another file")
+    check_output(out, "weights that export wrote", is_export, force)
     atomic_savez(out, arrays)
     return arrays
