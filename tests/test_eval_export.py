@@ -208,9 +208,11 @@ def test_export_errors(ck_path, tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.stderr
     copy = tmp_path / "ck.npz"
     copy.write_bytes(ck_path.read_bytes())
-    result = run("export", copy, copy)
-    assert result.exit_code == 1 and "checkpoint itself" in result.stderr
-    checkpoint.load(copy)  # untouched
+    before = copy.read_bytes()
+    for force in ([], ["--force"]):
+        result = run("export", copy, copy, *force)
+        assert result.exit_code == 1 and "is a charrnn checkpoint, which export never replaces" in result.stderr
+    assert copy.read_bytes() == before  # untouched
     damaged = tmp_path / "damaged.npz"
     damaged.write_bytes(ck_path.read_bytes()[:1000])
     assert run("export", damaged, tmp_path / "x.npz").exit_code == 1

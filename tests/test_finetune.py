@@ -73,7 +73,7 @@ def test_another_shape_is_refused():
 
 def run(out, text, steps, init_from=None, resume=False, seed=5):
     corpus = corpus_from_text(text, "rows.txt")
-    ck = checkpoint.load(Path(out) / "latest.npz") if resume else None
+    ck = checkpoint.load(Path(out) / "latest.npz", resume=True) if resume else None
     if init_from is not None or ck is not None:  # as the CLI does: the run's vocabulary, not the text's own
         corpus = corpus.reindexed(ck.vocab if ck else init_from.vocab_for(corpus.vocab))
     cfg = TrainConfig(seq_len=16, batch_size=4, steps=steps, eval_every=10, save_every=10, lr=1e-2, seed=seed)

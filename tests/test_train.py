@@ -28,7 +28,7 @@ def make_trainer(out, steps, resume=False, text=TEXT, model=None, **options):
     cfg = TrainConfig(**{**dict(seq_len=16, batch_size=4, val_frac=0.1, eval_every=5, save_every=5, steps=steps,
                                 seed=7), **options})
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **(model or dict(hidden=16, layers=2, dropout=0.1)))
-    ck = checkpoint.load(Path(out) / "latest.npz") if resume else None
+    ck = checkpoint.load(Path(out) / "latest.npz", resume=True) if resume else None
     return Trainer(corpus, model_cfg, cfg, out, resume=ck)
 
 

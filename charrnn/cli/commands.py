@@ -1,7 +1,8 @@
 """The command-line interface: parse, call, print.  No maths here.
 
 Domain errors (CharrnnError) become one line on stderr and exit code 1; bad option values are click types, so
-they exit 2 with a usage line.
+they exit 2 with a usage line.  Ctrl-C and SIGTERM arrive as runs.signals.Stopped, which the entry point
+(charrnn/__main__.py) turns into one line and exit 130 or 143; train says what its checkpoint holds first.
 """
 
 from __future__ import annotations
@@ -19,20 +20,24 @@ from rich.console import Console
 from tqdm import tqdm
 
 from charrnn import __version__
-from charrnn.cli.options import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
+from charrnn.cli.options import Duration, Encoding, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.cli.progress import TrainingReporter, banner, print_summary
 from charrnn.cli.views import evaluation, inspection
 from charrnn.core.cells import CELLS
 from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
-from charrnn.core.sample import stream
+from charrnn.core.sample import PRIME_CHUNK, stream
 from charrnn.errors import CharrnnError
+from charrnn.runs import footprint
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
 from charrnn.runs.inspect import describe
 from charrnn.runs.policy import DEFAULT_OUT, DEFAULTS, Request, find_checkpoint, open_run
 from charrnn.runs.presets import PRESETS
+from charrnn.runs.signals import Stopped
+from charrnn.runs.train import LATEST
 from charrnn.store import checkpoint
 from charrnn.store.export import export, torch_module_text
+from charrnn.store.memory import check_fits
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 # On the group only: a command's variables are then CHARRNN_<COMMAND>_<OPTION> (set on a command, the prefix
@@ -45,7 +50,19 @@ def fail(error: Exception) -> click.ClickException:
     return click.ClickException(str(error))
 
 
-@click.group(context_settings=GROUP_CONTEXT)
+class Commands(click.Group):
+    """charrnn's commands: where memory runs out in spite of the checks made before allocating (a ulimit they
+    cannot see), that too is one line, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MemoryError:
+            raise click.ClickException("out of memory: NumPy could not allocate an array; try a smaller model, "
+                                       "batch or sample count") from None
+
+
+@click.group(cls=Commands, context_settings=GROUP_CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="charrnn")
 def main():
     """charrnn: character-level language models (RNN, LSTM, GRU) in NumPy.
@@ -73,7 +90,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(DATA, "--rotate/--no-rotate", default=DEFAULTS["rotate"],
      help="Start each epoch after the first at a fresh random offset into the training split, so the chunks "
           "differ from epoch to epoch.")
-@opt(DATA, "--encoding", default=DEFAULTS["encoding"], help="Text encoding of the corpus.")
+@opt(DATA, "--encoding", type=Encoding(), default=DEFAULTS["encoding"], help="Text encoding of the corpus.")
 @opt(DATA, "--cache/--no-cache", default=True,
      help="Keep a big corpus's encoded indices in CORPUS.charrnn-cache.npy and memory-map them next time.")
 @opt(MODEL, "--model", "cell", type=click.Choice(list(CELLS)), default=DEFAULTS["cell"], help="Recurrent cell type.")
@@ -138,20 +155,35 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
     request = Request(corpus, out, options, frozenset(k for k in options if ctx.get_parameter_source(k) in GIVEN),
                       preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache)
     console = Console(highlight=False)
+    trainer = None
     try:
         trainer = open_run(request)
         trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
         trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
-    except KeyboardInterrupt:
-        click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
-        sys.exit(130)
+        print_summary(console, outcome.summary)
+        if outcome.reason in ("interrupted", "terminated"):
+            click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)",
+                       err=True)
+    except Stopped as stop:  # a second signal, or one outside the loop: before it, during a save, after it
+        if trainer is None:
+            click.echo(f"charrnn: {stop.reason} before training began; nothing was written", err=True)
+        else:
+            click.echo(f"charrnn: {stop.reason}; {what_latest_holds(out)}", err=True)
+        sys.exit(stop.exit_code)
     except CharrnnError as e:
         raise fail(e) from None
-    print_summary(console, outcome.summary)
-    if outcome.reason in ("interrupted", "terminated"):
-        click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)", err=True)
     sys.exit(outcome.exit_code)
+
+
+def what_latest_holds(out: Path) -> str:
+    """What OUT's latest.npz holds, read from the file itself, so it is true whenever a signal came (saves are
+    atomic: the file is the old one or the new one)."""
+    try:
+        step = checkpoint.read_meta(out / LATEST).get("progress", {}).get("step")
+    except CharrnnError:
+        return "no checkpoint was written"
+    return f"{out / LATEST} holds step {step:,} (resume with --resume)"
 
 
 # -- sample, inspect, eval, export -----------------------------------------------------------------------------
@@ -233,6 +265,8 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
                    + (f", step {step:,}" if step is not None else "") + ")"
                    + ("" if greedy else f", seed {seed}"), err=True)
     try:
+        check_fits(footprint.sampling(ck.model.cfg, num_samples, min(len(prime) + 1, PRIME_CHUNK)),
+                   f"sampling {num_samples:,} stream(s)")
         pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
                         num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
         write_samples(pieces)
@@ -241,8 +275,6 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
         raise fail(e) from None
     except BrokenPipeError:
         stdout_gone()
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 @main.command(context_settings=CONTEXT)
@@ -272,7 +304,7 @@ def inspect(checkpoint_path, as_json):
 @click.option("--seq-len", "-T", type=click.IntRange(min=1), default=None,
               help="Characters per chunk; the state is carried across chunks. "
                    "Default: the checkpoint's training value.")
-@click.option("--encoding", default="utf-8", help="Text encoding of FILE (decoded strictly).")
+@click.option("--encoding", type=Encoding(), default="utf-8", help="Text encoding of FILE (decoded strictly).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")
 def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
     """Score a text file: average loss (nats/char), bits per character and perplexity.
@@ -306,20 +338,21 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
 
 @main.command("export", context_settings=CONTEXT)
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
-@click.argument("out", metavar="OUT.npz", type=click.Path(dir_okay=False, path_type=Path))
-def export_torch(checkpoint_path, out):
+@click.argument("out", metavar="OUT.npz", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Replace OUT even if it is not weights export wrote (never a charrnn checkpoint, a link or a "
+                   "special file).")
+def export_torch(checkpoint_path, out, force):
     """Write the weights as a PyTorch state_dict in a plain .npz (no metadata, no pickle).
 
     Keys: rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ... (torch.nn.LSTM/GRU/RNN with
     input size V) and decoder.weight, decoder.bias (torch.nn.Linear(H, V)).  Peephole and coupled LSTMs have no
     PyTorch counterpart and are refused.  CHECKPOINT may be a directory train wrote (--out): its best.npz, else
-    its latest.npz.
+    its latest.npz.  An existing OUT is replaced only if export wrote it (or with --force).
     """
     checkpoint_path, ck = load_checkpoint(checkpoint_path)
     try:
-        if out.exists() and out.resolve() == checkpoint_path.resolve():
-            raise CharrnnError(f"{out} is the checkpoint itself; choose another output file")
-        arrays = export(ck.model, out)
+        arrays = export(ck.model, out, force)
     except CharrnnError as e:
         raise fail(e) from None
     click.echo(f"wrote {out}: {len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters "

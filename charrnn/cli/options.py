@@ -1,4 +1,5 @@
-"""click parameter types and helpers of the command line: durations, escaped text, finite ranges, option groups."""
+"""click parameter types and helpers of the command line: durations, escaped text, finite ranges, encodings,
+option groups."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 import re
 
 import click
+
+from charrnn.store.corpus import encoding_problem
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -37,6 +40,17 @@ class FiniteFloatRange(click.FloatRange):
             self.fail(f"{number} is not a finite number", param, ctx)
         return number
 
+
+class Encoding(click.ParamType):
+    """The name of a codec that turns bytes into text (utf-8, latin-1, utf-16, ...)."""
+
+    name = "encoding"
+
+    def convert(self, value, param, ctx):
+        problem = encoding_problem(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
 
 
 class Duration(click.ParamType):

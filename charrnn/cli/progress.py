@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from charrnn.cli.views import loss_text, started_from
 from charrnn.runs.train import Reporter, Trainer
-from charrnn.runs.units import finite, format_bytes, human_duration
+from charrnn.runs.units import finite, human_duration
+from charrnn.store.memory import format_bytes
 
 
 class TrainingReporter(Reporter):

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from charrnn.cli.textplot import plot
 from charrnn.core.model import LN2
-from charrnn.runs.units import format_bytes, human_duration
+from charrnn.runs.units import human_duration
+from charrnn.store.memory import format_bytes
 
 VISIBLE = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "␣": "\\u2423"}
 

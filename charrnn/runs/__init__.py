@@ -7,7 +7,8 @@ presets    named configurations (default, char-rnn, min-char-rnn)
 train      the training loop, top to bottom
 record     what a checkpoint records of a run: its position, history and best validation loss
 schedule   the learning rate at each step, the run's length in steps, where each epoch's streams start
-signals    Ctrl-C and SIGTERM during a run
+signals    Ctrl-C and SIGTERM, from the first instruction to the last, and during a run
+footprint  the memory a run, an evaluation or a sample needs, from the shapes alone
 streams    a split cut into B parallel streams of (B, T) chunks
 evaluate   scoring text with carried state: validation and `charrnn eval`
 finetune   a new run from a trained model's weights (--init-from)

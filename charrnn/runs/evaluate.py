@@ -17,9 +17,11 @@ from charrnn.core.model import LN2, Model
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.fast.shards import Sharded
+from charrnn.runs import footprint
 from charrnn.runs.streams import eval_batches
 from charrnn.store.cache import CACHE_MIN_BYTES, scratch_array
 from charrnn.store.corpus import Remapped, join_blocks, read_corpus
+from charrnn.store.memory import check_fits
 
 # Streams that validation and `charrnn eval` cut a text into, whatever the training batch.  Each stream starts from
 # a zero state, so the count moves the figure a little (16 streams score ~0.004 nats/char lower than 64); fixed, it
@@ -86,6 +88,9 @@ def evaluate_file(model: Model, vocab: Vocab, path, *, encoding: str = "utf-8", 
     if len(data) < 2:
         raise CharrnnError(f"{path} has {len(data)} character(s) in the model's vocabulary; at least 2 are needed "
                            f"to score a prediction")
+    streams = max(1, min(batch_size, (len(data) - 1) // seq_len))  # what eval_batches cuts the text into
+    check_fits(footprint.evaluation(model.cfg, streams, min(seq_len, (len(data) - 1) // streams)),
+               f"scoring in chunks of --batch-size {streams:,} x --seq-len {seq_len:,}")
     sharded = Sharded(model)  # the streams over the cores (charrnn.fast.shards)
     try:
         with sharded.owning_cores(batch_size):

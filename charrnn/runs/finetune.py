@@ -17,6 +17,7 @@ from charrnn.core.model import ModelConfig, init_params
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.store.checkpoint import Checkpoint
+from charrnn.store.schema import as_text
 
 INPUT, DECODER = "weight_ih_l0", ("decoder.weight", "decoder.bias")  # the parameters indexed by character
 
@@ -53,5 +54,5 @@ class InitFrom:
     def provenance(self) -> dict:
         """What a checkpoint of the new run records about where it started."""
         meta = self.checkpoint.meta
-        return {"path": str(self.path), "step": (meta.get("progress") or {}).get("step"),
+        return {"path": as_text(str(self.path)), "step": (meta.get("progress") or {}).get("step"),
                 "corpus": (meta.get("corpus") or {}).get("name"), "vocab_size": len(self.checkpoint.vocab)}

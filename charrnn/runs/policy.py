@@ -4,12 +4,16 @@ Settings are laid over each other, lowest first: the defaults of TrainConfig and
 preset, then the chosen preset (a new run) or the run's own configuration (--resume), then the options the user
 gave.  A length (--steps, --epochs, --time-limit) given by the user replaces the preset's or the resumed run's
 entirely.  A resumed run keeps its model, data layout and optimiser; a fine-tuned one (--init-from) keeps the
-trained model's shape.  A new run never replaces another run's checkpoints unless --overwrite says so.
-Everything is decided and checked before a step is trained, and before the corpus is read where it can be.
+trained model's shape.  A new run never replaces another run's checkpoints unless --overwrite says so, and a
+resumed one never replaces a checkpoint of another run either (a best.npz copied in, say).  Only one run at a time
+trains into a directory: it is locked first.  Everything is decided and checked before a step is trained, and
+before the corpus is read where it can be.
 """
 
 from __future__ import annotations
 
+import codecs
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -17,11 +21,13 @@ from charrnn.core.model import ModelConfig
 from charrnn.errors import CharrnnError
 from charrnn.runs.finetune import InitFrom
 from charrnn.runs.presets import PRESETS
+from charrnn.runs.record import run_id
 from charrnn.runs.train import BEST, LATEST, TrainConfig, Trainer
 from charrnn.runs.units import human_duration
 from charrnn.store import checkpoint
-from charrnn.store.corpus import Corpus, read_corpus
-from charrnn.store.files import check_writable_dir
+from charrnn.store.corpus import Corpus, encoding_problem, read_corpus
+from charrnn.store.files import check_output, check_writable_dir, existing, short
+from charrnn.store.lock import RunLock
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -77,7 +83,7 @@ def plan(req: Request) -> Plan:
         if req.preset_given:
             raise CharrnnError("--preset cannot be combined with --resume: a resumed run keeps its configuration")
         source = resume_path(req.resume, req.out)
-        ck = checkpoint.load(source)
+        ck = checkpoint.load(source, resume=True)
         run = Plan(resumed_settings(ck, req.options, given), ck, source)
     else:
         settings = {**DEFAULTS, **without_length(PRESETS[req.preset], given), **{k: req.options[k] for k in given}}
@@ -86,26 +92,33 @@ def plan(req: Request) -> Plan:
             path = find_checkpoint(req.init_from)
             run.init_from = InitFrom(path, checkpoint.load(path))
             run.settings = fine_tuned_settings(run.init_from.checkpoint, settings, given)
-    if not req.overwrite:
-        refuse_other_run(req.out, run.source)
+    refuse_other_run(req.out, run.resume, run.source, req.overwrite)
     return run
 
 
 def open_run(req: Request) -> Trainer:
-    """The Trainer for the request: planned, its corpus read (and checked against a resumed run's), and its
-    output directory writable.  A resumed run that has already reached its length is refused."""
-    run = plan(req)
-    cfg = run.train_config
-    corpus = read_corpus(req.corpus, cfg.encoding, vocab=run.resume.vocab if run.resume else None, cache=req.cache)
-    if run.resume is not None and not req.force:
-        check_same_corpus(corpus, run.resume, req.corpus)
-    if run.init_from is not None:
-        corpus = corpus.reindexed(run.init_from.vocab_for(corpus.vocab))
-    trainer = Trainer(corpus, run.model_config(len(corpus.vocab)), cfg, req.out, resume=run.resume,
-                      init_from=run.init_from)
-    if run.resume is not None and (reason := trainer.done()):
-        raise CharrnnError(already_done(trainer, reason, run.source))
+    """The Trainer for the request: its output directory locked (a second run into it is refused, naming the
+    first's pid), planned, its corpus read (and checked against a resumed run's).  A resumed run that has already
+    reached its length is refused.  A refused request leaves no directory or lock file behind that it made."""
+    made = not os.path.lexists(req.out)
     check_writable_dir(req.out, "checkpoints")
+    lock = RunLock(req.out).acquire()
+    try:
+        run = plan(req)
+        cfg = run.train_config
+        corpus = read_corpus(req.corpus, cfg.encoding, vocab=run.resume.vocab if run.resume else None,
+                             cache=req.cache)
+        if run.resume is not None and not req.force:
+            check_same_corpus(corpus, run.resume, req.corpus)
+        if run.init_from is not None:
+            corpus = corpus.reindexed(run.init_from.vocab_for(corpus.vocab))
+        trainer = Trainer(corpus, run.model_config(len(corpus.vocab)), cfg, req.out, resume=run.resume,
+                          init_from=run.init_from, lock=lock)
+        if run.resume is not None and (reason := trainer.done()):
+            raise CharrnnError(already_done(trainer, reason, run.source))
+    except BaseException:
+        lock.abandon(made)
+        raise
     return trainer
 
 
@@ -135,10 +148,17 @@ def resumed_settings(ck: checkpoint.Checkpoint, options: dict, given: set) -> di
     """A resumed run keeps its configuration; only options that do not change the model or data may change."""
     settings = {**DEFAULTS, **without_length(ck.meta.get("train", {}), given), **ck.meta["model"]}
     for name in (*SHAPE_FIELDS, *DATA_FIELDS, "encoding"):
-        if name in given and options[name] != settings[name]:
+        if name in given and not same_setting(name, options[name], settings[name]):
             raise CharrnnError(f"{flag(name)} {options[name]} differs from the checkpoint's {settings[name]}; "
                                f"the model, data layout and optimiser cannot change on resume")
     return {**settings, **{k: options[k] for k in given}}
+
+
+def same_setting(name: str, a, b) -> bool:
+    """Whether two values of a setting are the same: encodings by the codec they name (utf8 is utf-8)."""
+    if name == "encoding" and not encoding_problem(a) and not encoding_problem(b):
+        return codecs.lookup(a).name == codecs.lookup(b).name
+    return a == b
 
 
 def fine_tuned_settings(ck: checkpoint.Checkpoint, settings: dict, given: set) -> dict:
@@ -160,15 +180,33 @@ def without_length(settings: dict, given: set) -> dict:
     return {k: v for k, v in settings.items() if k not in LENGTH_FIELDS}
 
 
-def refuse_other_run(out: Path, source: Path | None) -> None:
-    """Nothing is lost: a new run (or one resumed from elsewhere) would replace the checkpoints of the run that
-    OUT holds, so it stops first, saying how to go on."""
-    if source is not None and source.resolve().parent == out.resolve():
-        return  # continuing OUT's own run
-    held = [name for name in CHECKPOINT_NAMES if (out / name).is_file()]
-    if held:
-        raise CharrnnError(f"{out} holds another run's {' and '.join(held)}; continue it with --resume, replace it "
-                           f"with --overwrite, or train into another directory with --out")
+def refuse_other_run(out: Path, resumed: checkpoint.Checkpoint | None, source: Path | None,
+                     overwrite: bool = False) -> None:
+    """Nothing is lost: a run writes best.npz and latest.npz into OUT, so it stops first, saying how to go on,
+    where they hold anything but its own run's checkpoints: another run's, for a new run or one resumed from
+    elsewhere; for a run resumed from OUT's own latest.npz, a checkpoint of another run (a best.npz copied in);
+    something that is not a checkpoint at all.  --overwrite replaces them; nothing replaces a symbolic link, a
+    FIFO or a device there (store.files.check_output)."""
+    own = resumed is not None and source.resolve().parent == out.resolve()
+    others = []
+    for name in CHECKPOINT_NAMES:
+        path = out / name
+        check_output(path, "a checkpoint", lambda p: True)
+        if overwrite or existing(path) is None:
+            continue
+        try:
+            meta = checkpoint.read_meta(path)
+        except CharrnnError as e:
+            raise CharrnnError(f"{e}; training into {short(out)} would replace it: --overwrite does so, or train "
+                               f"into another directory with --out") from None
+        if own and run_id(meta) != run_id(resumed.meta):
+            raise CharrnnError(f"{short(path)} belongs to another run than the {LATEST} resumed beside it (copied "
+                               f"in?); the run would replace it: move it away, or replace it with --overwrite")
+        if not own:
+            others.append(name)
+    if others:
+        raise CharrnnError(f"{short(out)} holds another run's {' and '.join(others)}; continue it with --resume, "
+                           f"replace it with --overwrite, or train into another directory with --out")
 
 
 def check_same_corpus(corpus: Corpus, ck: checkpoint.Checkpoint, path: Path) -> None:

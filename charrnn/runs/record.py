@@ -6,11 +6,14 @@ resumes is the run that never stopped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
 
 from charrnn.errors import CharrnnError
+from charrnn.store.schema import MAX_HISTORY, as_text
 
 
 @dataclass
@@ -54,8 +57,12 @@ class Progress:
         return True
 
     def record(self, row: dict) -> bool:
-        """Add a validation's row (step, losses, speed); True when its val_loss is the best so far."""
+        """Add a validation's row (step, losses, speed); True when its val_loss is the best so far.  Past
+        MAX_HISTORY rows every other one is dropped, counting back from the newest: the curve keeps its shape at
+        half the resolution, and a checkpoint's metadata stays small however long the run."""
         self.history.append(row)
+        if len(self.history) > MAX_HISTORY:
+            self.history = self.history[::-2][::-1]
         val = row.get("val_loss")
         if val is None or not math.isfinite(val) or (self.best_val is not None and val >= self.best_val):
             return False
@@ -88,5 +95,22 @@ class Progress:
 
 def corpus_facts(corpus, train_chars: int, val_chars: int) -> dict:
     """What a checkpoint records of the corpus it was trained on (a resume checks the SHA-256)."""
-    return {"name": corpus.name, "size": corpus.size, "sha256": corpus.sha256, "chars": len(corpus.data),
+    return {"name": as_text(corpus.name), "size": corpus.size, "sha256": corpus.sha256, "chars": len(corpus.data),
             "train_chars": train_chars, "val_chars": val_chars}
+
+
+def run_identity(model: dict, seed: int, corpus_sha256: str, init_from: dict | None) -> str:
+    """A run's identity: a digest of what fixes it from its first step (model, seed, corpus, starting point),
+    recorded by its first checkpoint and kept by every resumption, --force on a changed corpus included.  Two
+    runs alike in all of these train alike, so telling them apart would guard nothing."""
+    basis = json.dumps([model, seed, corpus_sha256, init_from], sort_keys=True)
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def run_id(meta: dict) -> str:
+    """Which run wrote a checkpoint: its recorded identity, or the same digest for one written before identities
+    were recorded."""
+    if "run" in meta:
+        return meta["run"]
+    return run_identity(meta.get("model"), (meta.get("train") or {}).get("seed"),
+                        (meta.get("corpus") or {}).get("sha256"), meta.get("init_from"))

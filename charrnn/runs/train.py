@@ -20,14 +20,17 @@ from charrnn.core.optim import clip_gradients, make_optimizer
 from charrnn.core.sample import sample_text
 from charrnn.errors import CharrnnError
 from charrnn.fast.shards import Sharded, WorkerDied
+from charrnn.runs import footprint
 from charrnn.runs.evaluate import VAL_STREAMS, score
 from charrnn.runs.finetune import InitFrom
-from charrnn.runs.record import Progress, corpus_facts
+from charrnn.runs.record import Progress, corpus_facts, run_id, run_identity
 from charrnn.runs.schedule import epoch_offset, learning_rate, planned_steps
 from charrnn.runs.signals import EXIT_CODES, StopRequests
 from charrnn.runs.streams import Streams
 from charrnn.store import checkpoint
 from charrnn.store.corpus import Corpus
+from charrnn.store.lock import RunLock
+from charrnn.store.memory import check_fits
 
 LATEST, BEST = "latest.npz", "best.npz"  # the checkpoints a run keeps in its --out: its last state, its best val
 
@@ -125,19 +128,24 @@ class Interval:
 
 
 class Trainer:
-    """One run of training: fresh, resumed from a checkpoint, or a new run from a trained model's weights
-    (init_from; the corpus's vocabulary is then InitFrom.vocab_for's)."""
+    """One run of training: fresh, resumed from a checkpoint (loaded with resume=True), or a new run from a
+    trained model's weights (init_from; the corpus's vocabulary is then InitFrom.vocab_for's).  lock: the
+    output directory's (store.lock), which run() releases when it returns."""
 
     def __init__(self, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, out_dir,
                  reporter: Reporter | None = None, resume: checkpoint.Checkpoint | None = None,
-                 init_from: InitFrom | None = None):
-        self.corpus, self.cfg, self.out = corpus, cfg, Path(out_dir)
+                 init_from: InitFrom | None = None, lock: RunLock | None = None):
+        self.corpus, self.cfg, self.out, self.lock = corpus, cfg, Path(out_dir), lock
         self.reporter = reporter or Reporter()
+        self.saved: dict[str, int] = {}  # checkpoint name -> the step its last completed save holds
         self.train_data, self.val_data = corpus.split(cfg.val_frac)
         self.streams = Streams(self.train_data, cfg.batch_size, cfg.seq_len, "training")
         self.total_steps = planned_steps(cfg, self.streams.chunks)
         if cfg.lr_schedule == "cosine" and self.total_steps is None and cfg.time_limit is None:
             raise CharrnnError("the cosine schedule needs a length: give --steps, --epochs or --time-limit")
+        check_fits(footprint.training(model_cfg, cfg.batch_size, cfg.seq_len, cfg.optimizer),
+                   f"training {model_cfg.cell.upper()} {model_cfg.layers}x{model_cfg.hidden} at --batch-size "
+                   f"{cfg.batch_size} and --seq-len {cfg.seq_len}")
         if resume is None:
             self.rng = np.random.default_rng(cfg.seed)
             params = (init_from.params_for(model_cfg, corpus.vocab, self.rng) if init_from
@@ -147,14 +155,15 @@ class Trainer:
             self.state = self.model.initial_state(cfg.batch_size)
             self.progress = Progress(self.streams.chunks)
             self.init_from = init_from.provenance() if init_from else None
+            self.run_id = run_identity(model_cfg.to_dict(), cfg.seed, corpus.sha256, self.init_from)
         else:
             self._restore(resume)
         self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.fast.shards)
         self._offset = None  # (epoch, its stream offset)
 
     def _restore(self, ck: checkpoint.Checkpoint) -> None:
-        if ck.meta.get("progress") is None or "rng" not in ck.meta:
-            raise CharrnnError("checkpoint has no training progress to resume from")
+        if not ck.optim:
+            raise CharrnnError("checkpoint has no training progress to resume from (load it with resume=True)")
         if ck.vocab != self.corpus.vocab:
             raise CharrnnError("the corpus is not encoded with the checkpoint's vocabulary (Corpus.reindexed)")
         self.model = ck.model
@@ -167,6 +176,7 @@ class Trainer:
             raise CharrnnError("the checkpoint's carried state does not match --batch-size")
         self.progress = Progress.from_meta(ck.meta, self.streams.chunks)
         self.init_from = ck.meta.get("init_from")
+        self.run_id = run_id(ck.meta)
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -205,6 +215,8 @@ class Trainer:
             progress.stop_clock()
             self.sharded.close()
             self.reporter.close()
+            if self.lock is not None:
+                self.lock.release()
         return Outcome(reason, EXIT_CODES.get(reason, 0), {
             "reason": reason, "steps": progress.step, "steps_this_run": progress.step - first_step,
             "epochs": progress.epoch_progress, "time": time_here, "elapsed_total": progress.elapsed,
@@ -268,8 +280,10 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "init_from": self.init_from,
             "corpus": corpus_facts(self.corpus, len(self.train_data), len(self.val_data)),
+            "run": self.run_id,
         }
         checkpoint.save(path, self.model, self.corpus.vocab, meta, self.optim.state_dict(), self.state)
+        self.saved[name] = self.progress.step
         return path
 
     def diverged(self, loss: float, norm: float, lr: float) -> Diverged:

@@ -1,4 +1,5 @@
-"""How quantities read in messages and tables: durations, byte counts, numbers that may not be finite."""
+"""How quantities read in messages and tables: durations, numbers that may not be finite (byte counts:
+store.memory.format_bytes)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,6 @@ def human_duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_bytes(n: float) -> str:
-    """Decimal units, as file managers show sizes: 950 B, 1.2 MB, 3.4 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def finite(v):
