@@ -172,7 +172,7 @@ def test_environment_variables_set_options_and_the_command_line_wins(tmp_path, c
     assert (ck.model.cfg.cell, ck.model.cfg.hidden) == ("rnn", 24)  # the preset's cell, the variable's size
     assert ck.meta["train"]["lr"] == 0.02  # given on the command line
     bad = CliRunner(env={"CHARRNN_TRAIN_HIDDEN": "-3"}).invoke(main, ["train", str(corpus), "--out", str(tmp_path)])
-    assert_one_line_error(bad, 2, "-3 is not in the range x>=1")
+    assert_one_line_error(bad, 2, "-3 is not in the range 1<=x<2^63")
     assert "CHARRNN_TRAIN_LR" in CliRunner().invoke(main, ["--help"]).output
 
 
@@ -181,7 +181,7 @@ def test_help_groups_options_and_shows_defaults():
     assert result.exit_code == 0
     for heading in ("Data:", "Model:", "Optimisation:", "Length (whichever comes first):", "Checkpoints and output:"):
         assert heading in result.output
-    assert "Units per layer. [default: 256; x>=1]" in " ".join(result.output.split())  # wrapping aside
+    assert "Units per layer. [default: 256; 1<=x<2^63]" in " ".join(result.output.split())  # wrapping aside
 
 
 def write_bytes(tmp_path, name, data):
@@ -220,6 +220,9 @@ def test_bad_corpora(tmp_path, make, fragment):
     (["--epochs", "inf"], "not a finite number"),
     (["--seed", "-1"], "--seed"),
     (["--time-limit", "0s"], "no time at all"),
+    (["--time-limit", "9" * 400 + "s"], "longer than any run can be"),  # a float's infinity
+    (["--warmup", "1" + "0" * 400], "--warmup"),  # overflowed the learning rate's arithmetic
+    (["--steps", str(2**63)], "1<=x<2^63"),
 ])
 def test_bad_option_values_exit_2(tmp_path, corpus, args, fragment):
     out = tmp_path / "ck"  # a value let through would train one step there, and fail the test quickly

@@ -20,7 +20,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from charrnn import __version__
-from charrnn.cli.options import Duration, Encoding, Escaped, FiniteFloatRange, GroupedCommand, opt
+from charrnn.cli.options import Count, Duration, Encoding, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.cli.progress import TrainingReporter, banner, print_summary
 from charrnn.cli.views import evaluation, inspection
 from charrnn.core.cells import CELLS
@@ -81,9 +81,9 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 
 @main.command(cls=GroupedCommand, context_settings=CONTEXT)
 @click.argument("corpus", type=click.Path(path_type=Path))
-@opt(DATA, "--seq-len", "-T", type=click.IntRange(min=1), default=DEFAULTS["seq_len"],
+@opt(DATA, "--seq-len", "-T", type=Count(1), default=DEFAULTS["seq_len"],
      help="Characters per chunk: the truncation length of backpropagation through time.")
-@opt(DATA, "--batch-size", "-B", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
+@opt(DATA, "--batch-size", "-B", type=Count(1), default=DEFAULTS["batch_size"],
      help="Parallel streams the corpus is cut into.")
 @opt(DATA, "--val-frac", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
@@ -94,8 +94,8 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(DATA, "--cache/--no-cache", default=True,
      help="Keep a big corpus's encoded indices in CORPUS.charrnn-cache.npy and memory-map them next time.")
 @opt(MODEL, "--model", "cell", type=click.Choice(list(CELLS)), default=DEFAULTS["cell"], help="Recurrent cell type.")
-@opt(MODEL, "--layers", "-L", type=click.IntRange(min=1), default=DEFAULTS["layers"], help="Stacked layers.")
-@opt(MODEL, "--hidden", "-H", type=click.IntRange(min=1), default=DEFAULTS["hidden"], help="Units per layer.")
+@opt(MODEL, "--layers", "-L", type=Count(1), default=DEFAULTS["layers"], help="Stacked layers.")
+@opt(MODEL, "--hidden", "-H", type=Count(1), default=DEFAULTS["hidden"], help="Units per layer.")
 @opt(MODEL, "--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["dropout"],
      help="Dropout between layers and before the decoder.")
 @opt(MODEL, "--peephole/--no-peephole", default=DEFAULTS["peephole"], help="LSTM peephole connections.")
@@ -106,7 +106,7 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(OPTIM, "--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default=DEFAULTS["lr_schedule"],
      help="constant; step: x--lr-decay per epoch after --lr-decay-after epochs; cosine: down to --lr-min x lr "
           "over --steps or --epochs, else over --time-limit.")
-@opt(OPTIM, "--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"], help="Steps of linear warm-up.")
+@opt(OPTIM, "--warmup", type=Count(0), default=DEFAULTS["warmup"], help="Steps of linear warm-up.")
 @opt(OPTIM, "--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=DEFAULTS["lr_decay"],
      help="Step schedule: factor per epoch.")
 @opt(OPTIM, "--lr-decay-after", type=FiniteFloatRange(min=0), default=DEFAULTS["lr_decay_after"],
@@ -119,24 +119,24 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="norm: rescale by the global norm; value: clamp each element (char-rnn).")
 @opt(OPTIM, "--weight-decay", type=FiniteFloatRange(min=0), default=DEFAULTS["weight_decay"],
      help="Weight decay of the weight matrices (decoupled with adamw).")
-@opt(LENGTH, "--steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in total.")
+@opt(LENGTH, "--steps", type=Count(1), default=None, help="Stop after this many steps in total.")
 @opt(LENGTH, "--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
      help="Stop after this many passes over the training split in total.")
 @opt(LENGTH, "--time-limit", type=Duration(), default=None,
      help="Stop after this much training time in total (a resumed run counts its earlier time): 90s, 10m, 2h.")
 @opt(BOOK, "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
      help="Directory for latest.npz and best.npz.")
-@opt(BOOK, "--eval-every", type=click.IntRange(min=1), default=DEFAULTS["eval_every"],
+@opt(BOOK, "--eval-every", type=Count(1), default=DEFAULTS["eval_every"],
      help="Steps between validation runs.")
-@opt(BOOK, "--save-every", type=click.IntRange(min=1), default=DEFAULTS["save_every"],
+@opt(BOOK, "--save-every", type=Count(1), default=DEFAULTS["save_every"],
      help="Steps between writes of latest.npz.")
-@opt(BOOK, "--sample-every", type=click.IntRange(min=0), default=DEFAULTS["sample_every"],
+@opt(BOOK, "--sample-every", type=Count(0), default=DEFAULTS["sample_every"],
      help="Steps between samples printed during training; 0: none.")
-@opt(BOOK, "--sample-length", type=click.IntRange(min=1), default=DEFAULTS["sample_length"],
+@opt(BOOK, "--sample-length", type=Count(1), default=DEFAULTS["sample_length"],
      help="Characters per sample printed during training.")
-@opt(BOOK, "--log-every", type=click.IntRange(min=1), default=DEFAULTS["log_every"],
+@opt(BOOK, "--log-every", type=Count(1), default=DEFAULTS["log_every"],
      help="Steps between log lines when the output is not a terminal.")
-@opt(BOOK, "--seed", type=click.IntRange(min=0), default=DEFAULTS["seed"],
+@opt(BOOK, "--seed", type=Count(0), default=DEFAULTS["seed"],
      help="Random seed: same seed, corpus and options, same run.")
 @opt(BOOK, "--preset", type=click.Choice(list(PRESETS)), default="default",
      help="Named configuration; explicit options override it.")
@@ -232,21 +232,21 @@ def write_samples(pieces) -> None:
                 type=click.Path(path_type=Path))
 @click.option("--temp", "-t", "temperature", type=FiniteFloatRange(min=0, min_open=True), default=1.0,
               help="Softmax temperature: the logits are divided by it. Below 1 is safer, above 1 wilder.")
-@click.option("--length", "-n", type=click.IntRange(min=0), default=1000,
+@click.option("--length", "-n", type=Count(0), default=1000,
               help="Characters to generate per sample (the prime not counted).")
 @click.option("--prime", "-p", type=Escaped(allow_empty=True), default="",
               help="Text to start from: it warms up the model and is printed first; \\n is a newline, \\\\ a "
                    "backslash.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=Count(0), default=None,
               help="Random seed: same seed, checkpoint and options give the same text. Default: a fresh one.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
+@click.option("--top-k", type=Count(1), default=None,
               help="Draw only among the K most likely characters.")
 @click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), default=None,
               help="Nucleus sampling: draw only among the most likely characters whose probabilities reach P.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax); no randomness.")
 @click.option("--stop-at", type=Escaped(), default=None,
               help="End a sample right after this text appears; \\n is a newline, so '\\n\\n' stops at a blank line.")
-@click.option("--num-samples", "-N", type=click.IntRange(min=1), default=1,
+@click.option("--num-samples", "-N", type=Count(1), default=1,
               help=f"Independent samples, generated as one batch and printed in turn, separated by a line of "
                    f"{len(SEPARATOR)} dashes.")
 def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples):
@@ -298,10 +298,10 @@ def inspect(checkpoint_path, as_json):
 @main.command("eval", context_settings=CONTEXT)
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
 @click.argument("text", metavar="FILE", type=click.Path(path_type=Path))
-@click.option("--batch-size", "-B", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", "-B", type=Count(1), default=None,
               help="Parallel streams the text is cut into (each starts from a zero state). "
                    f"Default: {VAL_STREAMS}, as validation during training.")
-@click.option("--seq-len", "-T", type=click.IntRange(min=1), default=None,
+@click.option("--seq-len", "-T", type=Count(1), default=None,
               help="Characters per chunk; the state is carried across chunks. "
                    "Default: the checkpoint's training value.")
 @click.option("--encoding", type=Encoding(), default="utf-8", help="Text encoding of FILE (decoded strictly).")

@@ -11,6 +11,7 @@ import click
 from charrnn.store.corpus import encoding_problem
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+INT64_MAX = 2**63 - 1
 
 
 class Escaped(click.ParamType):
@@ -29,6 +30,17 @@ class Escaped(click.ParamType):
         if not text and not self.allow_empty:
             self.fail("must not be empty", param, ctx)
         return text
+
+
+class Count(click.IntRange):
+    """A whole number from min up to 2^63 - 1: no count charrnn takes needs more, and every one then stays an
+    int64 and a float (a 400-digit --warmup overflowed the learning rate's arithmetic)."""
+
+    def __init__(self, min: int = 0):
+        super().__init__(min, INT64_MAX)
+
+    def _describe_range(self) -> str:  # click's text for help and refusals, short of 19 digits
+        return f"{self.min}<=x<2^63"
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -69,6 +81,8 @@ class Duration(click.ParamType):
         if not parts or "".join(n + u for n, u in parts) != text:
             self.fail(f"{value!r} is not a duration such as 90s, 10m, 2h or 1h30m", param, ctx)
         seconds = sum(float(n) * self.UNITS[u] for n, u in parts)
+        if not math.isfinite(seconds):  # 400 nines are a float's infinity
+            self.fail(f"{value!r} is longer than any run can be", param, ctx)
         if seconds <= 0:
             self.fail(f"{value!r} is no time at all; give a duration such as 90s, 10m or 2h", param, ctx)
         return seconds

@@ -191,7 +191,7 @@ def refuse_other_run(out: Path, resumed: checkpoint.Checkpoint | None, source: P
     others = []
     for name in CHECKPOINT_NAMES:
         path = out / name
-        check_output(path, "a checkpoint", lambda p: True)
+        check_output(path, "a checkpoint", lambda p: True, force=True)  # a regular file or nothing; whose, below
         if overwrite or existing(path) is None:
             continue
         try:

@@ -239,12 +239,12 @@ class Trainer:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
         x, y = self.streams.batch(self.progress.chunk, offset=self.offset)
         lr = self.lr
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below, or next step
             loss, grads, state = self.sharded.loss_and_grads(x, y, self.state, self.rng)
             norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise self.diverged(loss, norm, lr)
-        self.optim.step(self.model.params, grads, lr)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                raise self.diverged(loss, norm, lr)
+            self.optim.step(self.model.params, grads, lr)  # an update can overflow too (--lr 1e300)
         self.state = state
         if self.progress.advance(x.size):  # epoch boundary: streams start over, state resets
             self.state = self.model.initial_state(self.cfg.batch_size)

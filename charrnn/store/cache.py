@@ -1,14 +1,14 @@
 """The encoded-corpus cache: a big corpus is decoded once, then memory-mapped (like char-rnn's data.t7).
 
 Beside CORPUS sit CORPUS.charrnn-cache.npy (the index array, a plain .npy) and CORPUS.charrnn-cache.json (the
-file size and modification time it was made from, the encoding, SHA-256, vocabulary, and the array's CRC-32 and
-largest index).  A changed file, or another encoding, invalidates it.  Where the corpus's directory is not
+file size and modification time it was made from, the encoding, SHA-256, vocabulary, and a CRC-32 of the array
+and the vocabulary).  A changed file, or another encoding, invalidates it.  Where the corpus's directory is not
 writable, the cache goes to $XDG_CACHE_HOME/charrnn (default ~/.cache/charrnn) instead.
 
 A cache is a file anyone can damage, so it is verified before use: its record must be well formed, the array's
 header must give the recorded dtype and length and the file exactly that size, and one pass over the array (about
-a second a gigabyte, against ten or more to decode) must give the recorded CRC-32 and a largest index inside the
-vocabulary.  A cache that fails is rebuilt; cache trouble never stops a run: it is rebuilt or skipped.
+a second a gigabyte, against ten or more to decode) must give the recorded CRC-32 (with the vocabulary's) and a
+largest index inside the vocabulary.  Cache trouble never stops a run: a cache that fails is rebuilt or skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from charrnn.store.files import atomic_write, check_output, open_regular, starts
 CACHE_MIN_BYTES = 8 << 20  # smaller files decode faster than a cache is worth
 SUFFIX = ".charrnn-cache"
 VERSION = 3  # 2: a UTF-8 byte-order mark is not a character; 3: the record holds the array's CRC-32 and maximum
-MAX_RECORD = 16 << 20  # bytes of the .json record: a vocabulary of every code point takes about 9 MB
+MAX_RECORD = 8 << 20  # bytes of the .json record: a vocabulary of every code point takes about 7 MB
+MAX_SEPARATORS = 32  # of , : [ { in a record: it holds a dozen values, so parsing one costs about its size
 BLOCK = 1 << 23  # bytes verified at a time
 
 
@@ -67,16 +68,16 @@ def _read_record(path: Path, want: dict) -> tuple[str, Vocab, int, int] | None:
     None."""
     with open_regular(path, "cache record") as f:
         raw = f.read(MAX_RECORD + 1)
-    if len(raw) > MAX_RECORD:
+    if len(raw) > MAX_RECORD or sum(raw.count(c) for c in b",:[{") > MAX_SEPARATORS:
         return None
     meta = json.loads(raw)
     if not isinstance(meta, dict) or meta.get("fingerprint") != want:
         return None
-    sha256, chars, crc, code_points = (meta.get(k) for k in ("sha256", "chars", "crc32", "code_points"))
+    sha256, chars, crc, symbols = (meta.get(k) for k in ("sha256", "chars", "crc32", "vocabulary"))
     if not (isinstance(sha256, str) and type(chars) is int and chars >= 0 and type(crc) is int
-            and isinstance(code_points, list) and all(type(c) is int for c in code_points)):
+            and isinstance(symbols, str) and symbols):
         return None
-    return sha256, Vocab.from_code_points(np.array(code_points, dtype=np.int64)), chars, crc
+    return sha256, Vocab(symbols), chars, crc
 
 
 def _verified_array(path: Path, vocab: Vocab, chars: int, crc: int) -> np.ndarray | None:
@@ -101,7 +102,7 @@ def _verified_array(path: Path, vocab: Vocab, chars: int, crc: int) -> np.ndarra
                 yield block[:n]
 
         found, top = _summary(blocks())
-        if found != crc or top >= len(vocab):
+        if zlib.crc32(vocab.code_points, found) != crc or top >= len(vocab):
             return None
         return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=(chars,))
 
@@ -159,9 +160,9 @@ def save_cache(corpus: Path, encoding: str, sha256: str, vocab: Vocab, n: int,
             stem.parent.mkdir(parents=True, exist_ok=True)
             check_output(npy, "a corpus cache", _is_npy)
             check_output(record, "a corpus cache record", _is_record)
-            crc = _write_array(npy, vocab.dtype, n, blocks())
+            crc = zlib.crc32(vocab.code_points, _write_array(npy, vocab.dtype, n, blocks()))
             text = json.dumps({"fingerprint": _fingerprint(corpus, encoding), "sha256": sha256, "chars": n,
-                               "crc32": crc, "code_points": vocab.code_points.tolist()})
+                               "crc32": crc, "vocabulary": "".join(vocab.chars)})
             atomic_write(record, lambda f, text=text: f.write(text.encode()))
             return np.load(npy, mmap_mode="r", allow_pickle=False)
         except (OSError, CharrnnError):

@@ -18,8 +18,9 @@ from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.store.corpus import encoding_problem
 
-MAX_HISTORY = 10_000  # validation rows a checkpoint keeps; runs.record.Progress thins older ones past this
+MAX_HISTORY = 4096  # validation rows a checkpoint keeps (under 1 MB); runs.record.Progress thins them past this
 MAX_TEXT = 4096  # characters in a name or a path
+INT64_MAX = 2**63 - 1  # counts, steps, seeds: as train's options allow (cli.options.Count), and float arithmetic
 
 
 class Invalid(Exception):
@@ -44,15 +45,14 @@ def shown(value) -> str:
 
 @dataclass(frozen=True)
 class Int:
-    """An integer (never a boolean, which JSON keeps apart) from lo to hi; hi None: no upper bound."""
+    """An integer (never a boolean, which JSON keeps apart) from lo to hi."""
 
     lo: int = 0
-    hi: int | None = None
+    hi: int = INT64_MAX
 
     def check(self, value, where: str) -> None:
-        if type(value) is not int or value < self.lo or (self.hi is not None and value > self.hi):
-            bound = f"from {self.lo:,}" + (f" to {self.hi:,}" if self.hi is not None else " up")
-            raise Invalid(where, f"must be an integer {bound}, not {shown(value)}")
+        if type(value) is not int or not self.lo <= value <= self.hi:
+            raise Invalid(where, f"must be an integer from {self.lo:,} to {self.hi:,}, not {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Float:
     def check(self, value, where: str) -> None:
         if type(value) not in (int, float):
             raise Invalid(where, f"must be a number, not {shown(value)}")
-        if math.isnan(value) or math.isinf(value):
+        if type(value) is float and not math.isfinite(value):  # an int is finite, however long (no float() of it)
             if self.allow_nonfinite:
                 return
             raise Invalid(where, f"must be a finite number, not {shown(value)}")
@@ -176,7 +176,11 @@ class Record:
 def as_text(text: str) -> str:
     """text as the metadata keeps it: a file name's bytes that are not UTF-8 (Python's surrogate escapes) become
     U+FFFD, which every terminal and JSON reader can take."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the name's own bytes back
+    except UnicodeEncodeError:  # a surrogate that is no escape
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def one_of(names) -> Text:
