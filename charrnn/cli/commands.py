@@ -180,10 +180,12 @@ def what_latest_holds(out: Path) -> str:
     """What OUT's latest.npz holds, read from the file itself, so it is true whenever a signal came (saves are
     atomic: the file is the old one or the new one)."""
     try:
-        step = checkpoint.read_meta(out / LATEST).get("progress", {}).get("step")
+        progress = checkpoint.read_meta(out / LATEST).get("progress")
     except CharrnnError:
+        progress = None
+    if progress is None:
         return "no checkpoint was written"
-    return f"{out / LATEST} holds step {step:,} (resume with --resume)"
+    return f"{out / LATEST} holds step {progress['step']:,} (resume with --resume)"
 
 
 # -- sample, inspect, eval, export -----------------------------------------------------------------------------
