@@ -276,8 +276,8 @@ def test_6_a_second_run_into_a_directory_in_use_is_refused_naming_the_first(scen
                               "100000", "--log-every", "1", *SMALL], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     try:
-        for line in first.stdout:  # training has begun, so the lock is held
-            if line.startswith("step 3/"):
+        for line in first.stdout:  # training has begun (the lock is held) and step 3's save is done
+            if line.startswith("step 4/"):
                 break
         for extra in ([], ["--resume"], ["--overwrite"]):
             second = run("train", "bottles.txt", "-o", "busy", "--steps", "5", *SMALL, *extra)
