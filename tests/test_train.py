@@ -159,6 +159,7 @@ def test_learning_rate_schedules():
     assert learning_rate(TrainConfig(lr=0.3), 1000, 7, None) == 0.3
     timed = TrainConfig(lr=1.0, lr_schedule="cosine", lr_min=0.0, time_limit=600)
     assert [learning_rate(timed, 500, 0, None, f) for f in (0.0, 0.5, 1.0, 1.7)] == pytest.approx([1, 0.5, 0, 0])
+    assert learning_rate(TrainConfig(lr=1e308, warmup=200), 198, 0, None) == pytest.approx(0.995e308)  # finite
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):

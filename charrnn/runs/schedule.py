@@ -14,7 +14,7 @@ def learning_rate(cfg, step: int, epoch: float, total_steps: int | None, time_fr
     The cosine runs over total_steps, or, for a run limited only by time, over the fraction of --time-limit
     used so far."""
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return cfg.lr * ((step + 1) / cfg.warmup)  # the fraction first: lr * (step + 1) overflows at --lr 1e308
     if cfg.lr_schedule == "constant":
         return cfg.lr
     if cfg.lr_schedule == "step":  # char-rnn: lr *= decay at the end of every epoch after lr_decay_after
