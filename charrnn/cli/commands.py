@@ -16,11 +16,10 @@ import click
 import numpy as np
 from click.core import ParameterSource
 from rich.console import Console
-from tqdm import tqdm
 
 from charrnn import __version__
-from charrnn.cli.options import Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
-from charrnn.cli.progress import TrainingReporter, banner, print_summary
+from charrnn.cli.options import CountOrAll, Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
+from charrnn.cli.progress import TrainingReporter, banner, phase_bar, print_summary
 from charrnn.cli.views import evaluation, inspection
 from charrnn.core.cells import CELLS
 from charrnn.core.model import DTYPES
@@ -70,6 +69,9 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Parallel streams the corpus is cut into.")
 @opt(DATA, "--val-frac", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
+@opt(DATA, "--val-chars", type=CountOrAll(), default=DEFAULTS["val_chars"],
+     help="Characters each validation during training scores: windows spread evenly over the held-out split, "
+          "the same every time; 'all' for the whole split (charrnn eval always scores a whole file).")
 @opt(DATA, "--rotate/--no-rotate", default=DEFAULTS["rotate"],
      help="Start each epoch after the first at a fresh random offset into the training split, so the chunks "
           "differ from epoch to epoch.")
@@ -139,7 +141,8 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
                       preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache)
     console = Console(highlight=False)
     try:
-        trainer = open_run(request)
+        with phase_bar("reading corpus", "B") as reading:
+            trainer = open_run(request, reading)
         trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
         trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
@@ -284,19 +287,12 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
     trained = ck.meta.get("train") or {}
     batch_size = batch_size or VAL_STREAMS
     seq_len = seq_len or trained.get("seq_len") or 64
-    bar = tqdm(disable=None, file=sys.stderr, unit="char", unit_scale=True, leave=False, desc="scoring")
-
-    def progress(n, total):
-        bar.total = total
-        bar.update(n)
-
     try:
-        result = evaluate_file(ck.model, ck.vocab, text, encoding=encoding, batch_size=batch_size, seq_len=seq_len,
-                               progress=progress)
+        with phase_bar("reading", "B") as reading, phase_bar("scoring", "char") as scoring:
+            result = evaluate_file(ck.model, ck.vocab, text, encoding=encoding, batch_size=batch_size,
+                                   seq_len=seq_len, progress=scoring, reading=reading)
     except CharrnnError as e:
         raise fail(e) from None
-    finally:
-        bar.close()
     result["checkpoint"] = str(checkpoint_path)
     if as_json:
         click.echo(json.dumps(result, indent=2))

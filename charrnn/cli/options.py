@@ -39,6 +39,22 @@ class FiniteFloatRange(click.FloatRange):
 
 
 
+class CountOrAll(click.ParamType):
+    """A count of at least 1, or "all" (None): how much of something to take."""
+
+    name = "count|all"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace("_", "").replace(",", "")
+        if text == "all":
+            return None
+        if not text.isdigit() or int(text) < 1:
+            self.fail(f"{value!r} is neither a count of at least 1 nor 'all'", param, ctx)
+        return int(text)
+
+
 class Duration(click.ParamType):
     """A wall-clock duration longer than 0: 90s, 10m, 2h, 1h30m, or plain seconds."""
 

@@ -1,11 +1,14 @@
-"""What training shows: a rich banner, a tqdm bar on a terminal (plain log lines otherwise), a summary.
+"""What the commands show while they work: training's banner, bar (plain log lines off a terminal) and summary,
+and a bar for any long phase (reading a corpus, validating, scoring a file).
 
 Rich output is printed before and after the bar, never during it; lines during training go through tqdm.write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -25,7 +28,8 @@ class TrainingReporter(Reporter):
         self.log_every = log_every
         self.console = console or Console(highlight=False)
         self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
-        self.bar = None
+        self.bar = self.scoring_bar = None
+        self.by_time = False  # the bar counts seconds of a --time-limit, not steps
         self.loss_ema, self.updates = 0.0, 0
         self.speed = self.step_time = None
         self._last_elapsed = 0.0
@@ -54,11 +58,13 @@ class TrainingReporter(Reporter):
                   "|g|": f"{s['norm']:.2f}", "chars/s": f"{self.speed or 0:,.0f}"}
         if self.interactive:
             if self.bar is None:
-                total = s["total"]
-                self.bar = tqdm(total=total, initial=s["step"] - 1, unit="step", file=sys.stderr,
-                                dynamic_ncols=True, leave=False)
-            self.bar.set_postfix(fields, refresh=False)
-            self.bar.update(1)
+                self.bar = self._bar(s)
+            if self.by_time:
+                self.bar.set_postfix({"step": f"{s['step']:,}", **fields}, refresh=False)
+                self.bar.update(min(s["run_time"], s["time_limit"]) - self.bar.n)
+            else:
+                self.bar.set_postfix(fields, refresh=False)
+                self.bar.update(1)
         elif s["step"] % self.log_every == 0:
             total = f"/{s['total']}" if s["total"] else ""
             line = (f"step {s['step']}{total} | epoch {s['epoch']:.2f} | loss {self.smoothed:.4f} | "
@@ -66,7 +72,26 @@ class TrainingReporter(Reporter):
                     f"{human_duration(s['elapsed'])}")
             print(line, flush=True)
 
+    def _bar(self, s: dict) -> tqdm:
+        """Steps against --steps or --epochs; seconds against --time-limit where that is the only length; steps
+        with no end (a run until Ctrl-C)."""
+        self.by_time = s["total"] is None and s["time_limit"] is not None
+        if self.by_time:
+            return tqdm(total=s["time_limit"], initial=s["run_time"], file=sys.stderr, dynamic_ncols=True, leave=False,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [ETA {remaining}{postfix}]")
+        return tqdm(total=s["total"], initial=s["step"] - 1, unit="step", file=sys.stderr, dynamic_ncols=True,
+                    leave=False)
+
+    def scoring(self, done: int, total: int) -> None:
+        if self.quiet or not self.interactive:
+            return
+        if self.scoring_bar is None:
+            self.scoring_bar = tqdm(total=total, desc="validation", unit="char", unit_scale=True, leave=False,
+                                    file=sys.stderr, dynamic_ncols=True, position=1)
+        self.scoring_bar.update(done)
+
     def validated(self, row: dict, best: bool) -> None:
+        self._close_scoring()
         parts = [f"step {row['step']}", f"epoch {row['epoch']:.2f}", f"train {row['train_loss']:.4f}"]
         if row["val_loss"] is not None:
             parts.append(f"val {loss_text(row['val_loss'])}")
@@ -88,7 +113,13 @@ class TrainingReporter(Reporter):
         else:
             print(line, flush=True)
 
+    def _close_scoring(self) -> None:
+        if self.scoring_bar is not None:
+            self.scoring_bar.close()
+            self.scoring_bar = None
+
     def close(self) -> None:
+        self._close_scoring()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -136,3 +167,20 @@ def banner(trainer: Trainer, start: str) -> dict:
         **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
         "output": str(trainer.out),
     }
+
+
+@contextlib.contextmanager
+def phase_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for a long phase (reading a corpus, scoring a file), fed by a callback(done just now, total): on a
+    terminal only, and only once the phase has lasted half a second, so a short one leaves no trace."""
+    bar = tqdm(disable=None, desc=what, unit=unit, unit_scale=True, leave=False, delay=0.5, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done)
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -10,6 +10,7 @@ Everything is decided and checked before a step is trained, and before the corpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -91,12 +92,14 @@ def plan(req: Request) -> Plan:
     return run
 
 
-def open_run(req: Request) -> Trainer:
+def open_run(req: Request, reading: Callable[[int, int], None] | None = None) -> Trainer:
     """The Trainer for the request: planned, its corpus read (and checked against a resumed run's), and its
-    output directory writable.  A resumed run that has already reached its length is refused."""
+    output directory writable.  A resumed run that has already reached its length is refused.  reading: the
+    corpus's read_corpus progress."""
     run = plan(req)
     cfg = run.train_config
-    corpus = read_corpus(req.corpus, cfg.encoding, vocab=run.resume.vocab if run.resume else None, cache=req.cache)
+    corpus = read_corpus(req.corpus, cfg.encoding, vocab=run.resume.vocab if run.resume else None, cache=req.cache,
+                         progress=reading)
     if run.resume is not None and not req.force:
         check_same_corpus(corpus, run.resume, req.corpus)
     if run.init_from is not None:

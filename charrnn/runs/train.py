@@ -39,6 +39,8 @@ class TrainConfig:
     seq_len: int = 64  # T: truncation length of backprop through time
     batch_size: int = 64  # B: parallel streams
     val_frac: float = 0.1  # last fraction of the corpus held out for validation
+    val_chars: int | None = 1_000_000  # characters each validation scores, in windows spread over the held-out
+    # split, the same every time (a 1 GB corpus holds out 100 million); None: the whole split
     encoding: str = "utf-8"
     optimizer: str = "adam"
     lr: float = 2e-3
@@ -70,7 +72,11 @@ class Reporter:
     """Where the loop's news goes.  This one stays silent; the CLI's prints a bar, lines and tables."""
 
     def step(self, stats: dict) -> None:
-        """After every step: step, total, epoch, loss, norm, lr, chars, val (the last), elapsed, time_limit."""
+        """After every step: step, total, epoch, loss, norm, lr, chars, val (the last), elapsed (this invocation),
+        run_time (the whole run's), time_limit."""
+
+    def scoring(self, done: int, total: int) -> None:
+        """During a validation, after every chunk: characters just scored, characters to score in all."""
 
     def validated(self, row: dict, best: bool) -> None:
         """After every validation: its history row, and whether it is the best so far."""
@@ -93,9 +99,11 @@ class Outcome:
     summary: dict
 
 
-def validation_loss(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int) -> float:
-    """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
-    total, count = score(model, data, batch_size, seq_len)
+def validation_loss(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int,
+                    limit: int | None = None, **scoring) -> float:
+    """Mean loss in nats/char over the split (or limit characters of it, see charrnn.runs.evaluate.score), with
+    carried state, no dropout (as `charrnn eval`).  scoring: score's progress and stop."""
+    total, count = score(model, data, batch_size, seq_len, limit=limit, **scoring)
     return total / count if count else float("nan")
 
 
@@ -186,16 +194,17 @@ class Trainer:
                     self.reporter.step({"step": progress.step, "total": self.total_steps,
                                         "epoch": progress.epoch_progress, "loss": loss, "norm": norm, "lr": self.lr,
                                         "chars": cfg.batch_size * cfg.seq_len, "val": val,
-                                        "elapsed": time.monotonic() - progress.started, "time_limit": cfg.time_limit})
+                                        "elapsed": time.monotonic() - progress.started, "run_time": progress.run_time,
+                                        "time_limit": cfg.time_limit})
                     if progress.step % cfg.eval_every == 0:
-                        val, interval = self.validate(interval), Interval()
+                        val, interval = self.validate(interval, stop), Interval()
                     if progress.step % cfg.save_every == 0:
                         self.save(LATEST)
                     if cfg.sample_every and progress.step % cfg.sample_every == 0:
                         self.reporter.sampled(progress.step, self.sample())
                         interval.resume()
-                if interval.steps:  # a last validation, so the history and best.npz are up to date
-                    val = self.validate(interval)
+                if interval.steps and not stop.reason:  # a last validation: history and best.npz up to date
+                    val = self.validate(interval, stop)
                 latest = self.save(LATEST)
         except WorkerDied as e:  # the failed step changed nothing: keep every finished one
             latest = self.save(LATEST)
@@ -238,13 +247,17 @@ class Trainer:
             self.state = self.model.initial_state(self.cfg.batch_size)
         return loss, norm
 
-    def validate(self, interval: Interval) -> float | None:
-        """Close an interval of training: score the validation split, record the history row, write best.npz on
-        improvement, report.  Returns the validation loss (None without a validation split)."""
+    def validate(self, interval: Interval, stop: StopRequests) -> float | None:
+        """Close an interval of training: score the validation windows, record the history row, write best.npz
+        on improvement, report.  Returns the validation loss: None without a validation split, or when a stop
+        request cut the scoring short (then nothing is recorded)."""
         progress = self.progress
         val = None
         if len(self.val_data) >= 2:
-            val = validation_loss(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len)
+            val = validation_loss(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len, self.cfg.val_chars,
+                                  progress=self.reporter.scoring, stop=lambda: stop.reason is not None)
+            if stop.reason:
+                return None
         row = {"step": progress.step, "epoch": round(progress.epoch_progress, 4), "train_loss": interval.mean_loss,
                "val_loss": val, "chars_per_s": interval.speed, "elapsed": round(progress.run_time, 3)}
         best = progress.record(row)
