@@ -208,6 +208,16 @@ def test_a_longer_sample_starts_with_the_shorter_one(prose):
     assert long.startswith(short) and len(long) == 3000 and len(set(long)) > 10
 
 
+
+def test_a_sample_stops_when_asked(prose):
+    """Training's samples end at a Ctrl-C: stop() is asked after every character."""
+    ck = checkpoint.load(prose)
+    asked = []
+    text = sample_text(ck.model, ck.vocab, 500, np.random.default_rng(5), prime="ab",
+                       stop=lambda: asked.append(1) or len(asked) > 7)
+    whole = sample_text(ck.model, ck.vocab, 500, np.random.default_rng(5), prime="ab")
+    assert text == whole[: len(text)] and len(text) == len("ab") + 7
+
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(temperature=-1), dict(temperature=math.nan),
                                  dict(top_k=0), dict(top_p=0), dict(top_p=1.5), dict(num_samples=0)])
 def test_bad_options_are_refused(bad):

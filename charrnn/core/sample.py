@@ -9,7 +9,7 @@ NumPy calls on a V-sized vector, the noise made in blocks); top-k and top-p draw
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -207,7 +207,13 @@ def _interleave(steps, chars, prime, stop_at, N) -> Iterator[tuple[int, str]]:
         yield k, "".join(waiting[k])
 
 
-def sample_text(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, **options) -> str:
+def sample_text(model: Model, vocab: Vocab, length: int, rng: np.random.Generator,
+                stop: Callable[[], bool] | None = None, **options) -> str:
     """A whole sample as one string (batch of one; the prime, if any, included), e.g. for the samples shown
-    during training."""
-    return "".join(piece for _, piece in stream(model, vocab, length, rng, **{**options, "num_samples": 1}))
+    during training; shorter where stop() said to stop (checked after every character)."""
+    pieces = []
+    for _, piece in stream(model, vocab, length, rng, **{**options, "num_samples": 1}):
+        pieces.append(piece)
+        if stop is not None and stop():
+            break
+    return "".join(pieces)

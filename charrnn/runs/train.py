@@ -201,7 +201,7 @@ class Trainer:
                     if progress.step % cfg.save_every == 0:
                         self.save(LATEST)
                     if cfg.sample_every and progress.step % cfg.sample_every == 0:
-                        self.reporter.sampled(progress.step, self.sample())
+                        self.reporter.sampled(progress.step, self.sample(stop))
                         interval.resume()
                 if interval.steps and not stop.reason:  # a last validation: history and best.npz up to date
                     val = self.validate(interval, stop)
@@ -266,10 +266,12 @@ class Trainer:
         self.reporter.validated(row, best)
         return val
 
-    def sample(self) -> str:
-        """A sample of the model as it is, from an RNG of its own, so samples never change the run."""
+    def sample(self, stop: StopRequests | None = None) -> str:
+        """A sample of the model as it is, from an RNG of its own, so samples never change the run; cut short by
+        a stop request."""
         rng = np.random.default_rng([self.cfg.seed, self.progress.step])
-        return sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8)
+        return sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8,
+                           stop=None if stop is None else lambda: stop.reason is not None)
 
     def save(self, name: str) -> Path:
         """Write the run's checkpoint `name` into its --out, atomically."""
