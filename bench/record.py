@@ -7,7 +7,8 @@ command, and the share of the CPUs other processes took meanwhile, so a figure n
 A re-run replaces its own file, never another benchmark's or another machine kind's; the file is written whole
 and renamed over the old one, so a crash leaves the old one.
 
-bench/report.py turns the files into bench/README.md and the README's headline table.
+bench/report.py turns the files into bench/README.md and the README's headline table.  A new benchmark calls
+save(name, result) at its end and gets a table in report.SECTIONS; until it has one, the report refuses to run.
 """
 
 from __future__ import annotations
