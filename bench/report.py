@@ -149,7 +149,7 @@ def torch_peer(e: dict) -> list[str]:
     r = e["result"]
     train = [[config(x), num(x["chars_per_s"]), num(x["step_ms"], 1), "on" if x["onednn"] else "off",
               busy(x.get("others_cpu"))] for x in r["train"]]
-    sample = [[config(x), num(x["chars_per_s"]), f"{x['path']} on {x['threads']} threads", busy(x.get("others_cpu"))]
+    sample = [[config(x), num(x["chars_per_s"]), f"{x['path']}, threads {x['threads']}", busy(x.get("others_cpu"))]
               for x in r["sample"]]
     return [f"PyTorch {r['torch']} alone, allocator {r['malloc']}, {r['numpy_threads']} threads: training at B 64, "
             "T 64, and sampling at batch 1 on its fastest path (probed).", "",

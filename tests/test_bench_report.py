@@ -94,3 +94,27 @@ def test_a_benchmark_without_a_table_is_refused_not_dropped(tmp_path):
     record.save("new_idea", {"rows": []}, tmp_path, ZEN3, "python bench/new_idea.py")
     with pytest.raises(ValueError, match="new_idea"):
         report.bench_readme(report.load(tmp_path, carried=[]))
+
+
+def test_the_benchmarks_not_run_here_have_tables_too(tmp_path):
+    """quality, forget_bias and torch_peer have no committed result yet: their tables render from what they save."""
+    quality = {"preset": "default", "time_limit": "10m", "eval_every": None, "options": [], "corpus": "t.txt",
+               "best_val_loss": 1.42, "best_step": 9500, "steps": 11000, "curve": []}
+    curve = [{"step": 250, "train": 2.2, "val": 2.1}, {"step": 500, "train": 1.9, "val": 1.8}]
+    peer = {"cell": "LSTM", "layers": 2, "hidden": 256, "chars_per_s": 26_000.0, "others_cpu": 0.01}
+    torch_peer = {"torch": "2.13.0", "malloc": "tuned", "numpy_threads": 2,
+                  "train": [{**peer, "step_ms": 157.0, "onednn": True}],
+                  "sample": [{**peer, "path": "cells", "threads": 1}]}
+    record.save("quality-default", quality, tmp_path, XEON, "python bench/quality.py", "2026-12-04")
+    record.save("forget_bias", {"steps": 500, "curves": {"0": curve, "1": curve, "torch": curve}}, tmp_path, XEON,
+                "python bench/forget_bias.py", "2026-12-04")
+    record.save("torch_peer", torch_peer, tmp_path, XEON, "python bench/torch_peer.py", "2026-12-04")
+
+    made = report.bench_readme(report.load(tmp_path, carried=[]))
+
+    assert "### Quality in a time limit" in made and "**1.4200** (2.049)" in made
+    assert "| 500 | 1.8000 | 1.8000 | 1.8000 |" in made
+    assert "| LSTM 2×256 | 26,000 | 157.0 | on |" in made and "cells, threads 1" in made
+    lines = made.splitlines()
+    quality_row = next(line for line in lines if line.startswith("| Validation nats/char"))
+    assert "**1.4200** ✓" in quality_row  # a run of the default preset as it is meets the target
