@@ -32,7 +32,8 @@ train: corpus
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache
 
-# Benchmarks: never part of `make test`.  The bench extra adds PyTorch (CPU build) as the comparison peer.
+# Benchmarks: never part of `make test`.  The bench extra adds PyTorch (CPU build) as the comparison peer.  Each
+# script saves its figures in bench/results/; the report then remakes bench/README.md and the README's table.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
@@ -45,3 +46,4 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/scale.py
 	$(PY) bench/quality.py
 	$(PY) bench/forget_bias.py
+	$(PY) bench/report.py

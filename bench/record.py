@@ -1,0 +1,152 @@
+"""Where a benchmark's figures go: bench/results/BENCHMARK--KIND.json, one file per benchmark and machine kind.
+
+A machine kind is what decides a benchmark's figures: the CPU model, its widest vector instructions (ISA) and the
+kernels NumPy's BLAS picked for it (OpenBLAS autodetects them, OPENBLAS_CORETYPE pins others).  Every result is
+saved with that description, the NumPy, BLAS and Python (and PyTorch, when loaded) it ran with, the date, the
+command, and the share of the CPUs other processes took meanwhile, so a figure never loses where it came from.
+A re-run replaces its own file, never another benchmark's or another machine kind's; the file is written whole
+and renamed over the old one, so a crash leaves the old one.
+
+bench/report.py turns the files into bench/README.md and the README's headline table.  A new benchmark calls
+save(name, result) at its end and gets a table in report.SECTIONS; until it has one, the report refuses to run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "corpora")]
+from prepare import write_atomic  # noqa: E402  (corpora/prepare.py: temp file, fsync, rename, fsync the folder)
+
+from charrnn.fast import blas  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+ISA_FLAGS = [("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),  # x86, widest first
+             ("sve", "SVE"), ("asimd", "NEON")]  # arm64
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (model name, cpu family, flags, ...); empty off Linux."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def blas_info() -> dict:
+    """Which BLAS NumPy runs, with which kernels (core) and threads: threadpoolctl where installed, else NumPy's
+    build configuration and charrnn.fast.blas."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for p in threadpool_info():  # NumPy's BLAS, not torch's if torch is loaded too
+            if p.get("user_api") == "blas" and "numpy" in p.get("filepath", ""):
+                return {"name": p.get("internal_api"), "version": p.get("version"), "core": p.get("architecture"),
+                        "threads": p.get("num_threads")}
+    except ImportError:
+        pass
+    try:
+        build = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # NumPy >= 1.25
+    except (TypeError, KeyError):
+        build = {}
+    return {"name": build.get("name"), "version": build.get("version"), "core": blas.core_name(),
+            "threads": blas.threads()}
+
+
+def contention_meter():
+    """Start a meter; calling the result gives the share of all CPUs that other processes (and the
+    hypervisor, as steal) used since. On a shared 2-core machine this says whether a figure is trustworthy."""
+
+    def busy_and_own() -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        own = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        return busy, sum(r.ru_utime + r.ru_stime for r in own)
+
+    try:
+        start, wall = busy_and_own(), time.perf_counter()
+    except (OSError, ValueError):
+        return lambda: None  # not Linux: unknown
+
+    def others() -> float:
+        busy, own = busy_and_own()
+        elapsed = (time.perf_counter() - wall) * (os.cpu_count() or 1)
+        return max(0.0, (busy - start[0]) - (own - start[1])) / elapsed if elapsed > 0 else 0.0
+
+    return others
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_others = contention_meter()  # from the moment a benchmark script imports this module to its save()
+
+
+def machine() -> dict:
+    """This machine as a benchmark's figures depend on it: CPU, ISA, core count, BLAS, library versions."""
+    info = cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    isa = next((name for flag, name in ISA_FLAGS if flag in flags), platform.machine())
+    described = {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+                 "family": info.get("cpu family"), "model": info.get("model"), "isa": isa,
+                 "fma": "fma" in flags or None, "cpus": cpus(), "blas": blas_info(),
+                 "numpy": np.__version__, "python": platform.python_version()}
+    if "torch" in sys.modules:  # the peer's version, where a benchmark compared with it
+        described["torch"] = sys.modules["torch"].__version__
+    return described
+
+
+def kind(described: dict) -> str:
+    """The machine kind's name, e.g. "AMD EPYC (family 25, model 1), AVX2, Haswell kernels".  Family and model
+    stay in: a virtual machine often reports a bare "AMD EPYC" for several generations."""
+    cpu = described["cpu"]
+    if described.get("family"):
+        cpu += f" (family {described['family']}, model {described['model']})"
+    return f"{cpu}, {described['isa']}, {described['blas'].get('core') or 'unknown'} kernels"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form: lower case, runs of anything else as one dash."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def command() -> str:
+    """How this script was run, as a reader would type it again from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return shlex.join(["python", str(shown), *sys.argv[1:]])
+
+
+def save(benchmark: str, result: dict, directory: Path = RESULTS, described: dict | None = None,
+         run: str | None = None, date: str | None = None) -> Path:
+    """Write result as this machine kind's entry for benchmark, atomically; returns the file."""
+    described = described or machine()
+    entry = {"benchmark": benchmark, "kind": kind(described), "machine": described,
+             "date": date or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "command": run or command(), "others_cpu": _others(), "result": result}
+    path = directory / f"{benchmark}--{slug(entry['kind'])}.json"
+    write_atomic(path, (json.dumps(entry, indent=1) + "\n").encode())
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
