@@ -188,7 +188,8 @@ def wait_for(path: Path, process: subprocess.Popen, step: int = 1) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not path.exists() or checkpoint.load(path).meta["progress"]["step"] < step:
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
             pytest.fail(f"no {path.name} of step {step} appeared:\n{process.communicate()[1]}")
         time.sleep(0.1)
 
