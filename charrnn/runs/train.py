@@ -98,7 +98,8 @@ class Outcome:
 
 
 def validation_loss(model, data: np.ndarray, batch_size: int, seq_len: int) -> float:
-    """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
+    """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`).  model: what
+    score takes, a Model or an engine."""
     total, count = score(model, data, batch_size, seq_len)
     return total / count if count else float("nan")
 

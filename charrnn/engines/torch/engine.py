@@ -80,6 +80,20 @@ def brief(error: Exception) -> str:
     return text.split(". ")[0] or type(error).__name__
 
 
+def dropout_generator(device: torch.device, resumed, rng: np.random.Generator) -> torch.Generator:
+    """The dropout masks' generator: a resumed torch run's, where it ran on this kind of device (CPU and CUDA
+    generators differ), else one seeded from the run's RNG: a fresh run, or one the NumPy engine or another kind
+    of device ran before."""
+    generator = torch.Generator(device)
+    saved = resumed.rng.get(RNG_KEY) if resumed is not None else None
+    ran_on = ((resumed.meta.get("engine") or {}).get("device") or "") if resumed is not None else ""
+    if saved is not None and ran_on.split(":")[0] == device.type:
+        generator.set_state(torch.from_numpy(saved))
+    else:
+        generator.manual_seed(int(rng.integers(2**63)))
+    return generator
+
+
 def collective(method):
     """A call every process of a run makes together: where one has stopped, the others' part fails, said in one
     line (ProcessLost) rather than a trace from the backend."""
@@ -121,13 +135,7 @@ class TorchEngine:
         self.training = DistributedDataParallel(self.net) if self.processes > 1 else self.net
         self.optim = TensorOptimizer(optim, self.device)
         self.state = tuple(self.tensor(s[:, self.share]) for s in state)
-        self.generator = torch.Generator(self.device)
-        saved = resumed.rng.get(RNG_KEY) if resumed is not None else None
-        saved_on = ((resumed.meta.get("engine") or {}).get("device") or "") if resumed is not None else ""
-        if saved is not None and saved_on.split(":")[0] == self.device.type:
-            self.generator.set_state(torch.from_numpy(saved))
-        else:  # a fresh run, or one from the NumPy engine or another kind of device: a seed from the run's RNG
-            self.generator.manual_seed(int(rng.integers(2**63)))
+        self.generator = dropout_generator(self.device, resumed, rng)
         self._model = model
         self._pending = None  # the final state of the last gradients(), until update()
 
