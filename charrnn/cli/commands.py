@@ -167,7 +167,8 @@ def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, 
             trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
     except KeyboardInterrupt:
-        click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
+        if leads:
+            click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
         sys.exit(130)
     except CharrnnError as e:
         if not leads:  # the others meet the same error, or lose touch with the one that did
