@@ -43,14 +43,13 @@ RESULTS = ROOT / "bench" / "results" / "engines.json"
 
 
 def cpu_model() -> str:
-    """The CPU's model name, as lscpu shows it."""
+    """The CPU's model name, as lscpu shows it, with its family and model numbers (a VM may say only "AMD EPYC")."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
 def machine(torch) -> dict:
