@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TIME_LIMIT ?= 10m
 
-.PHONY: install test lint corpus train bench clean
+.PHONY: install test test-torch lint corpus train bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The torch engine's tests (marked torch; `make test` skips them where torch is missing): the torch extra, PyTorch's
+# pinned CPU build, goes into the same venv, so run it after `make test`, which tests the install without torch.
+TORCH_STAMP := $(VENV)/.torch-installed
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,torch]'
+	touch $@
+
+test-torch: $(TORCH_STAMP)
+	$(PY) -m pytest -m torch
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check charrnn tests bench corpora

@@ -157,10 +157,21 @@ def torch_peer(e: dict) -> list[str]:
             *table(["sampling", "chars/s", "path", "others' CPU"], sample), ""]
 
 
+def engines(e: dict) -> list[str]:
+    r = e["result"]
+    labels = list(r["rows"][0]["chars_per_s"]) if r["rows"] else []
+    rows = [[x["config"], *(num(x["chars_per_s"][label]) for label in labels), num(x["torch_cpu_over_numpy"], 2),
+             busy(x.get("others_cpu_share"))] for x in r["rows"]]
+    return [f"chars/s of the training loop's step (LSTM, T 64, float32, Adam, clip 5) on each engine, in turns in "
+            f"one process; median of {r['steps']} steps, best of {r['rounds']} rounds; GPU: {r['gpu'] or 'none'}.",
+            "", *table(["config", *(f"{label} chars/s" for label in labels), "torch CPU / NumPy", "others' CPU"],
+                       rows), ""]
+
+
 SECTIONS = {"roofline": ("Roofline", roofline), "train_speed": ("Training speed", train_speed),
             "sample_speed": ("Sampling speed", sample_speed), "scale": ("Big corpora", scale),
             "quality": ("Quality in a time limit", None), "forget_bias": ("Forget-gate bias", forget_bias),
-            "torch_peer": ("The PyTorch peer alone", torch_peer)}
+            "torch_peer": ("The PyTorch peer alone", torch_peer), "engines": ("The two engines", engines)}
 
 
 def section(benchmark: str) -> str:

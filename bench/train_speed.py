@@ -44,15 +44,19 @@ def flops_per_char(cell: str, layers: int, hidden: int, vocab: int = VOCAB) -> f
     return 3.0 * forward
 
 
-def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3) -> float:
-    """chars/s of charrnn's training step (median over steps after warm-up), state carried between chunks."""
-    step = ab.trainer("charrnn", cell, layers, hidden, BATCH, SEQ_LEN)
+def chars_per_s(step, chars: int, steps: int, warmup: int = 3) -> float:
+    """chars (a step's characters) over the median time of step() after warm-up."""
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return BATCH * SEQ_LEN / statistics.median(times[warmup:])
+    return chars / statistics.median(times[warmup:])
+
+
+def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3) -> float:
+    """chars/s of charrnn's training step (median over steps after warm-up), state carried between chunks."""
+    return chars_per_s(ab.trainer("charrnn", cell, layers, hidden, BATCH, SEQ_LEN), BATCH * SEQ_LEN, steps, warmup)
 
 
 def main() -> None:

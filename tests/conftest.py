@@ -1,7 +1,9 @@
 """Shared test set-up.
 
 Tests use tiny models, for which OpenBLAS's thread wake-ups cost more than the maths: pin BLAS to one thread
-(before NumPy is first imported) unless the caller chose otherwise.  Tests import tests/naive.py as a module.
+(before NumPy is first imported) unless the caller chose otherwise, and PyTorch's OpenMP too (its threads spin-wait:
+with another process busy on a 2-core machine, a tiny torch-engine step took 0.41 s on 2 threads, 0.03 s on one).
+Tests import tests/naive.py as a module.
 """
 
 import os
@@ -9,4 +11,5 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))

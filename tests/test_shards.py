@@ -141,14 +141,14 @@ def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
     resumes from it."""
     assert issubclass(WorkerDied, CharrnnError)
     trainer = make_trainer(tmp_path, 12)
-    real = trainer.sharded.loss_and_grads
+    real = trainer.engine.sharded.loss_and_grads
 
     def dies_at_step_8(*args, **kwargs):
         if trainer.progress.step == 7:
             raise WorkerDied("a worker process of the sharded step died (exit code -9)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer.sharded, "loss_and_grads", dies_at_step_8)
+    monkeypatch.setattr(trainer.engine.sharded, "loss_and_grads", dies_at_step_8)
     with pytest.raises(WorkerDied, match=r"died \(exit code -9\); .*latest.npz holds step 7, and --resume"):
         trainer.run()
     assert checkpoint.load(tmp_path / "latest.npz").meta["progress"]["step"] == 7
@@ -226,7 +226,7 @@ def test_sharded_training_is_deterministic_and_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(blas, "threads", lambda: 4)
     first, second, split = tmp_path / "first", tmp_path / "second", tmp_path / "split"
     trainer = make_trainer(first, 12, batch_size=8)
-    assert trainer.sharded.shards(8) == 4
+    assert trainer.engine.sharded.shards(8) == 4
     trainer.run()
     make_trainer(second, 12, batch_size=8).run()
     make_trainer(split, 7, batch_size=8).run()

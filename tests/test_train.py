@@ -118,7 +118,7 @@ def test_epochs_limit_and_state_reset(tmp_path):
     trainer = make_trainer(tmp_path, None, epochs=1)
     outcome = trainer.run()
     assert outcome.reason == "epochs" and trainer.progress.step == trainer.streams.chunks
-    assert trainer.progress.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
+    assert trainer.progress.chunk == 0 and all(not s.any() for s in trainer.engine.state)  # reset at the epoch boundary
 
 
 def test_epoch_offsets_are_fresh_per_epoch_and_fixed_by_the_seed():

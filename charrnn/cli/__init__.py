@@ -1,7 +1,7 @@
 """The face: the `charrnn` command.  Parses options, calls runs, core and store, prints; no maths, no policy.
 
 commands   the click commands (train, sample, inspect, eval, export)
-options    click parameter types: durations, escaped text, finite ranges, option groups
+options    click parameter types: durations, devices, escaped text, finite ranges, option groups
 progress   what training shows: banner, bar or log lines, summary
 views      rich tables for inspect and eval
 textplot   a small line plot in plain text

@@ -18,13 +18,16 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from charrnn import __version__
-from charrnn.cli.options import CountOrAll, Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
+from charrnn.cli.options import CountOrAll, Device, Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.cli.progress import TrainingReporter, banner, phase_bar, print_summary
 from charrnn.cli.views import evaluation, inspection
 from charrnn.core.cells import CELLS
 from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.sample import stream
+from charrnn.engines import ENGINES, INSTALL, process_rank
+from charrnn.engines.torch import require
+from charrnn.engines.torch.launch import launch, launched
 from charrnn.errors import CharrnnError
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
 from charrnn.runs.inspect import describe
@@ -58,7 +61,7 @@ def main():
 
 
 DATA, MODEL, OPTIM = "Data", "Model", "Optimisation"
-LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
+LENGTH, BOOK, ENGINE = "Length (whichever comes first)", "Checkpoints and output", "Engine"
 
 
 @main.command(cls=GroupedCommand, context_settings=CONTEXT,
@@ -136,23 +139,48 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(BOOK, "--overwrite", is_flag=True,
      help="Replace the checkpoints of another run in OUT (else a new run refuses to start there).")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
+@opt(ENGINE, "--engine", type=click.Choice(ENGINES), default="numpy",
+     help=f"What runs the steps: numpy, charrnn's own; torch, PyTorch, for GPUs and many processes ({INSTALL}). "
+          "Checkpoints are the same: a run resumes on either.")
+@opt(ENGINE, "--device", type=Device(), default=None,
+     help="The torch engine's device: cpu, cuda, cuda:N or mps.  Default: the first CUDA device, else the CPU.")
+@opt(ENGINE, "--procs", type=click.IntRange(min=1), default=1,
+     help="Processes of a torch-engine run on this machine, each with its share of the B streams (as torchrun "
+          "--nproc-per-node N, which starts runs across machines).")
 @click.pass_context
-def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, **options):
+def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, engine, device, procs,
+          **options):
     """Train a model on the text file CORPUS."""
+    if engine != "torch" and (device is not None or procs > 1):
+        raise click.UsageError("--device and --procs are options of --engine torch")
+    if procs > 1 and not launched():  # this process starts the run's processes and waits for them
+        try:
+            require()
+        except CharrnnError as e:
+            raise fail(e) from None
+        sys.exit(launch(procs, sys.argv[1:]))
     request = Request(corpus, out, options, frozenset(k for k in options if ctx.get_parameter_source(k) in GIVEN),
-                      preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache)
+                      preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache,
+                      engine, device)
     console = Console(highlight=False)
+    leads = process_rank() == 0  # in a run of many processes, the first one speaks for all
     try:
         with phase_bar("reading corpus", "B") as reading:
-            trainer = open_run(request, reading)
-        trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
-        trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
+            trainer = open_run(request, reading if leads else None)
+        if leads:
+            trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
+            trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
     except KeyboardInterrupt:
-        click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
+        if leads:
+            click.echo("charrnn: interrupted before the run could save; existing checkpoints are untouched", err=True)
         sys.exit(130)
     except CharrnnError as e:
+        if not leads:  # the others meet the same error, or lose touch with the one that did
+            sys.exit(1)
         raise fail(e) from None
+    if not leads:
+        sys.exit(outcome.exit_code)
     print_summary(console, outcome.summary)
     if outcome.reason in ("interrupted", "terminated"):
         click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)", err=True)

@@ -1,4 +1,5 @@
-"""click parameter types and helpers of the command line: durations, escaped text, finite ranges, option groups."""
+"""click parameter types and helpers of the command line: durations, devices, escaped text, finite ranges, option
+groups."""
 
 from __future__ import annotations
 
@@ -53,6 +54,17 @@ class CountOrAll(click.ParamType):
         if not text.isdigit() or int(text) < 1:
             self.fail(f"{value!r} is neither a count of at least 1 nor 'all'", param, ctx)
         return int(text)
+
+
+class Device(click.ParamType):
+    """A PyTorch device name: cpu, cuda, cuda:N or mps (whether it exists here is the engine's to say)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(value)):
+            self.fail(f"{value!r} is not a device; choose cpu, cuda, cuda:N or mps", param, ctx)
+        return str(value)
 
 
 class Duration(click.ParamType):

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from charrnn.cli.views import loss_text, started_from
+from charrnn.cli.views import engine_text, loss_text, started_from
 from charrnn.runs.train import Reporter, Trainer
 from charrnn.runs.units import finite, format_bytes, human_duration
 
@@ -147,8 +147,8 @@ def print_summary(console: Console, summary: dict) -> None:
 
 
 def banner(trainer: Trainer, start: str) -> dict:
-    """The facts of a run, shown before its first step: corpus, split, model, training, length, where it
-    stands, how it started (a preset's name or "resumed"), where it writes."""
+    """The facts of a run, shown before its first step: corpus, split, model, training, length, where it stands,
+    what runs it, how it started (a preset's name or "resumed"), where it writes."""
     data, m, cfg, progress = trainer.corpus, trainer.model.cfg, trainer.cfg, trainer.progress
     options = [o for o, on in (("peephole", m.peephole), ("coupled", m.coupled)) if on]
     length = [f"{cfg.steps:,} steps" if cfg.steps else "", f"{cfg.epochs:g} epochs" if cfg.epochs else "",
@@ -163,6 +163,7 @@ def banner(trainer: Trainer, start: str) -> dict:
                     f"clip {cfg.clip:g} ({cfg.clip_mode}), seed {cfg.seed}",
         "length": ", ".join(x for x in length if x) or "until Ctrl-C",
         "position": f"step {progress.step:,}, epoch {progress.epoch_progress:.2f}",
+        "engine": engine_text(trainer.engine.describe()),
         "preset": start,
         **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
         "output": str(trainer.out),

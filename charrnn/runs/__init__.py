@@ -14,6 +14,7 @@ finetune   a new run from a trained model's weights (--init-from)
 inspect    what a checkpoint holds, as plain facts
 units      how durations, sizes and non-finite numbers read in messages
 
-May import: numpy, the standard library, charrnn.errors, charrnn.fast, charrnn.core and charrnn.store.
+May import: numpy, the standard library, charrnn.errors, charrnn.fast, charrnn.core, charrnn.store and
+charrnn.engines (what runs the steps; the torch engine imported only when asked for).
 Never click, rich or tqdm: news goes out through a Reporter the face supplies.
 """

@@ -50,6 +50,8 @@ class Request:
     force: bool = False  # resume although the corpus changed
     overwrite: bool = False  # replace another run's checkpoints in OUT
     cache: bool = True  # the corpus cache (charrnn.store.cache)
+    engine: str = "numpy"  # what runs the steps (charrnn.engines): any run, resumed ones too, may use either
+    device: str | None = None  # the torch engine's device; None: the first CUDA device, else the CPU
 
 
 @dataclass
@@ -105,7 +107,7 @@ def open_run(req: Request, reading: Callable[[int, int], None] | None = None) ->
     if run.init_from is not None:
         corpus = corpus.reindexed(run.init_from.vocab_for(corpus.vocab))
     trainer = Trainer(corpus, run.model_config(len(corpus.vocab)), cfg, req.out, resume=run.resume,
-                      init_from=run.init_from)
+                      init_from=run.init_from, engine=req.engine, device=req.device)
     if run.resume is not None and (reason := trainer.done()):
         raise CharrnnError(already_done(trainer, reason, run.source))
     check_writable_dir(req.out, "checkpoints")

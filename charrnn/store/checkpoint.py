@@ -1,4 +1,5 @@
-"""Checkpoints: one `.npz` holding parameters, optimiser state, vocabulary, carried state and a JSON document.
+"""Checkpoints: one `.npz` holding parameters, optimiser state, vocabulary, carried state, the torch engine's RNG
+state and a JSON document.
 
 Arrays keep their PyTorch-style names (`weight_ih_l0`, ..., `optim.m.<name>`); the vocabulary is an int32
 code-point array and the metadata is a JSON document stored as uint8 bytes, so nothing needs pickle.  Files are
@@ -36,16 +37,20 @@ class Checkpoint:
     meta: dict  # format, versions, model/train config, progress, rng, history, corpus ...
     optim: dict[str, np.ndarray] = field(default_factory=dict)  # optim.* arrays
     state: tuple[np.ndarray, ...] = ()  # the training streams' carried hidden state, (L, B, H) each
+    rng: dict[str, np.ndarray] = field(default_factory=dict)  # rng.* arrays: an engine's generator state
 
 
-def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None, state=()) -> None:
-    """Write atomically: temp file in the same directory, flush + fsync, os.replace, fsync the directory."""
+def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None, state=(),
+         rng: dict | None = None) -> None:
+    """Write atomically: temp file in the same directory, flush + fsync, os.replace, fsync the directory.
+    rng: arrays named rng.<engine> (the torch engine's generator state: bytes, never a pickle)."""
     path = Path(path)
     meta = {"format": FORMAT, "version": VERSION, "charrnn_version": __version__, **meta,
             "model": model.cfg.to_dict()}
     arrays = dict(model.params)
     arrays.update(optim or {})
     arrays.update({f"state.{n}": s for n, s in zip(STATE_NAMES[model.cfg.cell], state, strict=False)})
+    arrays.update(rng or {})
     arrays["vocab"] = vocab.code_points
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, arrays)
@@ -167,6 +172,7 @@ def load(path) -> Checkpoint:
         if s.ndim != 3 or s.shape[0] != cfg.layers or s.shape[2] != cfg.hidden or s.dtype != np.dtype(cfg.dtype):
             raise CharrnnError(f"{path}: carried state has shape {s.shape}, inconsistent with the model")
     optim = {k: arrays.pop(k) for k in list(arrays) if k.startswith("optim.")}
+    rng = {k: arrays.pop(k) for k in list(arrays) if k.startswith("rng.") and arrays[k].dtype == np.uint8}
     if arrays:
         raise CharrnnError(f"{path} has unexpected entries: {', '.join(sorted(arrays)[:5])}")
-    return Checkpoint(Model(cfg, params), vocab, meta, optim, state)
+    return Checkpoint(Model(cfg, params), vocab, meta, optim, state, rng)
