@@ -1,6 +1,7 @@
 """The face: the `charrnn` command.  Parses options, calls runs, core and store, prints; no maths, no policy.
 
 commands   the click commands (train, sample, inspect, eval, export)
+score      `charrnn score`: each record's log-probability, as JSON lines
 options    click parameter types: durations, escaped text, finite ranges, option groups
 progress   what training shows: banner, bar or log lines, summary
 views      rich tables for inspect and eval
@@ -10,5 +11,8 @@ May import anything in charrnn, plus click, rich and tqdm, which only this part 
 """
 
 from charrnn.cli.commands import main
+from charrnn.cli.score import score
+
+main.add_command(score)
 
 __all__ = ["main"]

@@ -7,6 +7,7 @@ train      the training loop, top to bottom, and what a checkpoint records of a 
 schedule   the learning rate at each step, where each epoch's streams start
 streams    a split cut into B parallel streams of (B, T) chunks
 evaluate   scoring text with carried state: validation and `charrnn eval`
+score      scoring records of text, each from a fresh state: `charrnn score`
 finetune   a new run from a trained model's weights (--init-from)
 inspect    what a checkpoint holds, as plain facts
 
