@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from models import random_model
 
 from charrnn.cli.commands import main
 from charrnn.core.beam import beam_search
@@ -48,16 +49,6 @@ def log_prob(model: Model, vocab: Vocab, prime: str, idx: np.ndarray) -> float:
     return float(log_softmax(logits[: len(idx)])[np.arange(len(idx)), idx].sum())
 
 
-def random_model(cell: str, seed: int, V: int = 6, H: int = 8, scale: float = 1.5) -> Model:
-    """Random float64 weights, large enough for peaked, history-dependent predictions."""
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=H, layers=2, dtype="float64"),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1000)
-    for p in model.params.values():
-        p += rng.normal(0, scale, p.shape)
-    return model
-
-
 SMALL = Vocab("\nabcde")
 
 
@@ -89,10 +80,10 @@ def test_a_wider_beam_never_ends_below_greedy_on_a_trained_model(trained):
 
 
 def test_a_wider_beam_never_ends_below_greedy_where_plain_beam_search_would():
-    """Plain beam search, which may prune the greedy prefix, ends below greedy decoding here for seed 14's GRU at
+    """Plain beam search, which may prune the greedy prefix, ends below greedy decoding here for seed 32's LSTM at
     width 2 (as it does on the trained model above); the search here keeps the greedy path."""
-    for seed, cell in itertools.product(range(20), ("lstm", "gru", "rnn")):
-        model = random_model(cell, seed)
+    for seed, cell in itertools.product(range(40), ("lstm", "gru", "rnn")):
+        model = random_model(cell, V=6, seed=seed, scale=1.5)
         one = beam_search(model, SMALL, 12, 1, "ab")
         for width in (2, 3, 4):
             assert beam_search(model, SMALL, 12, width, "ab").log_prob >= one.log_prob - 1e-9, (seed, cell, width)
@@ -119,7 +110,7 @@ def all_texts(model, vocab, prime, length, stop_at):
 @pytest.mark.parametrize("length_norm", [False, True])
 @pytest.mark.parametrize("stop_at", [None, "a", "cb"])
 def test_an_exhaustive_beam_finds_the_best_text(length_norm, stop_at):
-    model = random_model("lstm", 3, V=4, H=6)
+    model = random_model("lstm", V=4, H=6, seed=3, scale=1.5)
     vocab = Vocab("abcd")
     texts = all_texts(model, vocab, "b", 4, stop_at)
     key = (lambda t: t[1] / len(t[0])) if length_norm else (lambda t: t[1])

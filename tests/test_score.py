@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from models import random_model
 
 import charrnn.runs.score as score_module
 import charrnn.store.textstream
@@ -37,15 +38,6 @@ def trained(tmp_path_factory) -> Path:
     cfg = TrainConfig(seq_len=32, batch_size=8, steps=150, eval_every=150, save_every=150, lr=1e-2, seed=0)
     Trainer(corpus, ModelConfig(vocab_size=len(corpus.vocab), hidden=32, layers=1), cfg, out).run()
     return out / "latest.npz"
-
-
-def random_model(cell="lstm", V=8, seed=0) -> Model:
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=8, layers=2, dtype="float64"),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.params.values():
-        p += rng.normal(0, 0.5, p.shape)
-    return model
 
 
 VOCAB = Vocab("\nabcdefg")
@@ -103,7 +95,7 @@ def test_batched_records_score_as_each_alone(cell, monkeypatch):
     monkeypatch.setattr(score_module, "STREAMS", 3)
     monkeypatch.setattr(score_module, "CHUNK", 5)
     monkeypatch.setattr(score_module, "BLOCK_CHARS", 40)
-    model = random_model(cell)
+    model = random_model(cell, V=8)
     rng = np.random.default_rng(0)
     records = ["".join(rng.choice(list("abcdefg"), size=n)) for n in rng.integers(0, 30, 17)]
     results = list(score_records(model, VOCAB, records, per_char=True))
@@ -127,12 +119,12 @@ def test_records_stream_out_before_the_input_ends(monkeypatch):
             assert n < 1000, "read far past the first block"
             yield "abcdefg"[n % 7 :]
 
-    firsts = list(itertools.islice(score_records(random_model(), VOCAB, endless()), 20))
+    firsts = list(itertools.islice(score_records(random_model(V=8), VOCAB, endless()), 20))
     assert [r["text"] for r in firsts[:2]] == ["abcdefg", "bcdefg"]
 
 
 def test_unknown_characters_are_skipped_and_named():
-    model = random_model()
+    model = random_model(V=8)
     [r] = score_records(model, VOCAB, ["abXcYYd"])
     assert r["chars"] == 4 and r["skipped"] == 3
     assert r["unknown"] == [{"char": "Y", "code_point": "U+0059", "count": 2},
@@ -142,7 +134,7 @@ def test_unknown_characters_are_skipped_and_named():
 
 def test_whole_text_is_one_stream_by_hand(monkeypatch):
     monkeypatch.setattr(score_module, "WHOLE_CHUNK", 7)  # the state carried across chunks and pieces
-    model = random_model("gru")
+    model = random_model("gru", V=8)
     text = "abc\ndefg\n\nga" * 5
     pieces = [text[a : a + 11] for a in range(0, len(text), 11)]
     r = whole_text(model, VOCAB, [p.replace("d", "dZ") for p in pieces], per_char=True)

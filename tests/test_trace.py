@@ -4,22 +4,13 @@ equations, and Model.input_gradient against finite differences of the plain refe
 import naive
 import numpy as np
 import pytest
+from models import random_model
 
-from charrnn.core.model import Model, ModelConfig, cross_entropy
+from charrnn.core.model import cross_entropy
 from charrnn.core.trace import sigmoid_gates, trace
 
 CELL_OPTIONS = [("lstm", {}), ("lstm", {"peephole": True}), ("lstm", {"coupled": True}),
                 ("lstm", {"peephole": True, "coupled": True}), ("gru", {}), ("rnn", {})]
-
-
-def random_model(cell, layers=2, V=7, H=5, seed=0, **options) -> Model:
-    """Random float64 weights with non-trivial biases, so every path carries signal."""
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=H, layers=layers, dtype="float64", **options),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.params.values():
-        p += rng.normal(0, 0.5, p.shape)
-    return model
 
 
 def random_state(model, N=1, seed=3):
@@ -28,7 +19,7 @@ def random_state(model, N=1, seed=3):
 
 @pytest.mark.parametrize(("cell", "options"), CELL_OPTIONS)
 def test_trace_follows_the_models_own_pass(cell, options):
-    model = random_model(cell, **options)
+    model = random_model(cell, V=7, H=5, **options)
     idx = np.random.default_rng(2).integers(0, 7, 12).astype(np.uint8)
     state0 = random_state(model)
     tr = trace(model, idx, state0)
@@ -48,7 +39,7 @@ def sigmoid(x):
 def test_gates_reproduce_the_next_state_by_the_cell_equations(cell, options):
     """The gates the trace recomputes, put into the cell's equations with the candidate computed here, give the
     states the model reached: a gate in the wrong block, or a missing peephole, would not."""
-    model = random_model(cell, **options)
+    model = random_model(cell, V=7, H=5, **options)
     idx = np.random.default_rng(4).integers(0, 7, 15)
     state0 = random_state(model)
     tr = trace(model, idx, state0)
@@ -81,7 +72,7 @@ def test_gates_reproduce_the_next_state_by_the_cell_equations(cell, options):
 def test_input_gradient_matches_finite_differences(cell, options):
     """d loss / d x_t for every one-hot input, against central differences of the reference model, whose inputs
     may be any vectors."""
-    model = random_model(cell, **options)
+    model = random_model(cell, V=7, H=5, **options)
     N, T, V = 2, 4, 7
     x = np.random.default_rng(5).integers(0, V, (N, T))
     y = np.random.default_rng(6).integers(0, V, (N, T))
@@ -106,7 +97,7 @@ def test_input_gradient_matches_finite_differences(cell, options):
 
 
 def test_input_gradient_leaves_backward_as_it_was():
-    model = random_model("lstm")
+    model = random_model("lstm", V=7, H=5)
     x = np.random.default_rng(7).integers(0, 7, (3, 6))
     y = np.random.default_rng(8).integers(0, 7, (3, 6))
     logits, _, cache = model.forward(x, model.initial_state(3))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from models import random_model
 
 from charrnn.cli.commands import main
 from charrnn.core.model import Model, ModelConfig, cross_entropy
@@ -90,20 +91,11 @@ def test_saturation_counts_steps_beyond_each_threshold():
     np.testing.assert_allclose(fractions, [[[0.5, 0.0], [0.25, 0.25]]])  # (L, left/right, H)
 
 
-def random_model(cell, V=6, seed=0) -> Model:
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=5, layers=2, dtype="float64"),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.params.values():
-        p += rng.normal(0, 0.5, p.shape)
-    return model
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_look_back_equals_the_gradient_of_each_loss_over_the_whole_text(cell):
     """Windows started from the state the pass reached give what one pass over the whole text gives, loss by
     loss."""
-    model = random_model(cell)
+    model = random_model(cell, V=6, H=5)
     idx = np.random.default_rng(2).integers(0, 6, 30)
     state0 = tuple(np.random.default_rng(3).normal(size=s.shape) for s in model.initial_state(1))
     tr = trace(model, idx, state0)

@@ -6,6 +6,7 @@ they exit 2 with a usage line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -329,6 +330,21 @@ def stdout_gone() -> None:
     sys.exit(0)
 
 
+@contextlib.contextmanager
+def printing():
+    """The block of a command that prints as it goes: an error is one line and exit 1, a closed pipe a quiet
+    stop (stdout_gone), Ctrl-C exit 130; what was printed is flushed at the end."""
+    try:
+        yield
+        sys.stdout.flush()
+    except CharrnnError as e:
+        raise fail(e) from None
+    except BrokenPipeError:
+        stdout_gone()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def write_samples(pieces) -> None:
     """Print (sample number, text) pieces as they come, flushing each: samples one after another, each ending in
     a newline (added if its text lacks one), separated by SEPARATOR lines."""
@@ -400,7 +416,7 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
         click.echo(f"charrnn: sampling from {path} ({m.cell.upper()} {m.layers}x{m.hidden}"
                    + (f", step {step:,}" if step is not None else "") + ")"
                    + (f", beam {beam}" if beam else "" if greedy else f", seed {seed}"), err=True)
-    try:
+    with printing():
         if beam is not None:
             found = beam_search(ck.model, ck.vocab, length, beam, prime, stop_at, length_norm)
             pieces = [(0, prime), (0, ck.vocab.decode(found.indices))]
@@ -409,13 +425,6 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
                             num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
                             greedy=greedy)
         write_samples(pieces)
-        sys.stdout.flush()
-    except CharrnnError as e:
-        raise fail(e) from None
-    except BrokenPipeError:
-        stdout_gone()
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 def read_prime(source: str) -> str:

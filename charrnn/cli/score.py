@@ -10,10 +10,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from charrnn.cli.commands import CONTEXT, fail, load_checkpoint, stdout_gone
+from charrnn.cli.commands import CONTEXT, load_checkpoint, printing
 from charrnn.cli.options import Escaped
 from charrnn.core.vocab import describe_chars
-from charrnn.errors import CharrnnError
 from charrnn.runs.score import score_records, split_records, whole_text
 from charrnn.store.textstream import text_pieces
 
@@ -41,27 +40,16 @@ def score(checkpoint_path, source, sep, whole, per_char, encoding):
     _, ck = load_checkpoint(checkpoint_path)
     name = "standard input" if source == "-" else source
     pieces = text_pieces(sys.stdin.buffer if source == "-" else Path(source), encoding, name)
-    out = sys.stdout
     skipped = Counter()
-    bar = tqdm(disable=None, file=sys.stderr, unit=" records", leave=False, desc="scoring")
-    try:
+    with printing(), tqdm(disable=None, file=sys.stderr, unit=" records", leave=False, desc="scoring") as bar:
         if whole:
             results = [{"file": name, **whole_text(ck.model, ck.vocab, pieces, per_char)}]
         else:
             results = score_records(ck.model, ck.vocab, split_records(pieces, sep or "\n"), per_char)
         for r in results:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
             skipped.update({u["char"]: u["count"] for u in r["unknown"]})
             bar.update()
-        out.flush()
-    except CharrnnError as e:
-        raise fail(e) from None
-    except BrokenPipeError:
-        stdout_gone()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    finally:
-        bar.close()
     if skipped:
         chars = [ch for ch, _ in skipped.most_common()]
         click.echo(f"charrnn: skipped {sum(skipped.values()):,} character(s) outside the model's vocabulary: "
