@@ -11,7 +11,7 @@ SATURATED = (0.1, 0.9)  # a gate below the first or above the second is saturate
 RANKED = 3  # units listed per feature
 UNIT_BLOCK = 256  # units ranked at a time: a block's sorted copies stay a few MB per thousand characters
 LOOK_BACK = 64  # steps back the look-back curve reaches
-WINDOWS = 256  # positions its average is taken over
+WINDOWS = 128  # positions its average is taken over
 
 
 def threshold_probes(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
