@@ -62,7 +62,10 @@ def test_threshold_probes_equal_brute_force():
     values = rng.normal(size=(8, 60)) + labels * rng.normal(0, 2, size=(8, 1))
     values[3] = np.round(values[3])  # ties: a threshold never splits equal values
     values[5] = 7.0  # a constant unit knows nothing
-    score, threshold, sign = analysis.threshold_probes(values, labels)
+    scores, thresholds, signs = analysis.threshold_probes(values, np.stack([labels, ~labels]))
+    np.testing.assert_allclose(scores[0], scores[1])  # the complement of a feature: the same probe, turned over
+    assert (signs[0] == -signs[1])[scores[0] > 0.5].all()
+    score, threshold, sign = scores[0], thresholds[0], signs[0]
     for u in range(8):
         assert score[u] == pytest.approx(brute_balanced_accuracy(values[u], labels)), u
         predicted = sign[u] * (values[u] - threshold[u]) > 0
@@ -72,17 +75,18 @@ def test_threshold_probes_equal_brute_force():
 
 def test_rankings_put_the_best_unit_first_with_its_direction():
     labels = np.arange(40) % 5 == 0
+    position = np.arange(40.0) % 13
     values = np.random.default_rng(1).normal(size=(6, 40))
     values[4] = -labels.astype(float) + 0.01 * values[4]  # perfect, inverted
-    best = analysis.rank_units(values, labels, binary=True)
-    assert best[0] == {"unit": 4, "score": 1.0, "sign": -1} and len(best) == analysis.RANKED
-    position = np.arange(40.0) % 13
     values[2] = 3 * position + 1
-    assert analysis.rank_units(values, position, binary=False)[0] == {"unit": 2, "score": pytest.approx(1.0),
-                                                                      "sign": 1}
+    features = {"fifth": (labels, True), "position": (position, False), "never": (np.zeros(40, bool), True),
+                "flat": (np.ones(40), False)}
+    ranked = analysis.rank_units(values, features)
+    assert ranked["fifth"][0] == {"unit": 4, "score": 1.0, "sign": -1} and len(ranked["fifth"]) == analysis.RANKED
+    assert ranked["position"][0] == {"unit": 2, "score": pytest.approx(1.0), "sign": 1}
+    assert ranked["never"] is None and ranked["flat"] is None  # the text never shows them
     np.testing.assert_allclose(analysis.correlations(values, position),
                                [np.corrcoef(v, position)[0, 1] for v in values])
-    assert analysis.rank_units(values, np.zeros(40, bool), binary=True) is None  # the text never shows it
 
 
 def test_saturation_counts_steps_beyond_each_threshold():
@@ -168,7 +172,7 @@ def test_the_ranking_finds_a_quote_unit_in_a_trained_lstm(quotes):
     text, (model, vocab), _ = quotes
     tr, _ = look(model, vocab, text)
     values = np.concatenate([tr.states["h"][0].T, tr.states["c"][0].T])
-    best = analysis.rank_units(values, FEATURES["inside quotes"][0](text), binary=True)
+    best = analysis.rank_units(values, {"quotes": (FEATURES["inside quotes"][0](text), True)})["quotes"]
     assert best[0]["score"] > 0.95  # 0.985-0.999 over seeds 0-3; an RNN's best is 0.76-0.87
 
 

@@ -15,26 +15,28 @@ WINDOWS = 128  # positions its average is taken over
 
 
 def threshold_probes(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The best one-unit threshold probe of a bool feature for each unit: values (U, T), labels (T,).
-    Returns (balanced accuracy, threshold, sign) per unit: the feature is predicted where sign * (value -
-    threshold) > 0.  Balanced accuracy, the mean of the true positive and true negative rates, is 0.5 for a
-    unit that knows nothing however rare the feature, and 1 for a perfect one."""
+    """The best one-unit threshold probe of each bool feature for each unit: values (U, T), labels (F, T), every
+    feature true somewhere and false somewhere.  Returns (balanced accuracy, threshold, sign), each (F, U): the
+    feature is predicted where sign * (value - threshold) > 0.  Balanced accuracy, the mean of the true positive
+    and true negative rates, is 0.5 for a unit that knows nothing however rare the feature, 1 for a perfect one.
+    Every threshold at once: each unit's values sorted (once for all features), the positives below each cut
+    counted by a cumulative sum."""
     U, T = values.shape
-    P = int(labels.sum())
     order = np.argsort(values, axis=1, kind="stable")
     v = np.take_along_axis(values, order, axis=1)
-    below_pos = np.cumsum(labels[order], axis=1)  # positives at or below each split, a split after each value
-    below = np.arange(1, T + 1)
-    above_rate = ((P - below_pos) / P + (below - below_pos) / (T - P)) / 2  # balanced accuracy, "above" positive
-    split = np.ones((U, T), bool)
-    split[:, :-1] = v[:, 1:] > v[:, :-1]  # only between distinct values; after the last, all fall below
-    score = np.where(split, np.maximum(above_rate, 1 - above_rate), 0.5)
-    best = score.argmax(axis=1)
-    rows = np.arange(U)
-    upper = v[rows, np.minimum(best + 1, T - 1)]
-    threshold = (v[rows, best] + upper) / 2
-    sign = np.where(above_rate[rows, best] >= 0.5, 1, -1)
-    return score[rows, best], threshold, sign
+    split = np.ones((U, T), bool)  # a cut after each value: only between distinct values, and after the last
+    split[:, :-1] = v[:, 1:] > v[:, :-1]  # (all below: the trivial probe, 0.5)
+    below, rows = np.arange(1, T + 1), np.arange(U)
+    found = []
+    for feature in labels:
+        P = int(feature.sum())
+        below_pos = np.cumsum(feature[order], axis=1)
+        above_rate = ((P - below_pos) / P + (below - below_pos) / (T - P)) / 2  # balanced accuracy, "above" true
+        score = np.where(split, np.maximum(above_rate, 1 - above_rate), 0.5)
+        best = score.argmax(axis=1)
+        threshold = (v[rows, best] + v[rows, np.minimum(best + 1, T - 1)]) / 2
+        found.append((score[rows, best], threshold, np.where(above_rate[rows, best] >= 0.5, 1, -1)))
+    return tuple(np.stack(parts) for parts in zip(*found, strict=True))
 
 
 def correlations(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -45,22 +47,28 @@ def correlations(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
     return np.divide(v @ f, norms, out=np.zeros(len(v)), where=norms > 0)
 
 
-def rank_units(values: np.ndarray, feature: np.ndarray, binary: bool, top: int = RANKED) -> list[dict] | None:
-    """The `top` units that track a feature best, best first: [{unit, score, sign}] with score the balanced
-    accuracy of a threshold probe (binary features) or |r|; None when the text never shows the feature, or
-    always does."""
+def rank_units(values: np.ndarray, features: dict[str, tuple[np.ndarray, bool]],
+               top: int = RANKED) -> dict[str, list[dict] | None]:
+    """For each feature (name -> (values (T,), whether it is bool)), the `top` units (U, T) that track it best,
+    best first: [{unit, score, sign}], score the balanced accuracy of a threshold probe (bool features) or |r|;
+    None for a feature the text never shows, or always does."""
+    scored = {}
+    binary = {name: f for name, (f, is_bool) in features.items() if is_bool and f.any() and not f.all()}
     if binary:
-        if feature.all() or not feature.any():
-            return None
-        parts = [threshold_probes(values[a : a + UNIT_BLOCK], feature) for a in range(0, len(values), UNIT_BLOCK)]
-        score, sign = np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
-    else:
-        if np.ptp(feature) == 0:
-            return None
-        r = correlations(values, feature)
-        score, sign = np.abs(r), np.where(r >= 0, 1, -1)
-    best = np.argsort(-score, kind="stable")[:top]
-    return [{"unit": int(u), "score": float(score[u]), "sign": int(sign[u])} for u in best]
+        parts = [threshold_probes(values[a : a + UNIT_BLOCK], np.stack(list(binary.values())))
+                 for a in range(0, len(values), UNIT_BLOCK)]
+        score, sign = np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[2] for p in parts], axis=1)
+        scored.update({name: (score[i], sign[i]) for i, name in enumerate(binary)})
+    for name, (f, is_bool) in features.items():
+        if not is_bool and np.ptp(f) > 0:
+            r = correlations(values, f)
+            scored[name] = (np.abs(r), np.where(r >= 0, 1, -1))
+    ranked = {}
+    for name in features:
+        score, sign = scored.get(name, (None, None))
+        best = [] if score is None else np.argsort(-score, kind="stable")[:top]
+        ranked[name] = [{"unit": int(u), "score": float(score[u]), "sign": int(sign[u])} for u in best] or None
+    return ranked
 
 
 def saturation(gates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

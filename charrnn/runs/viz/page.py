@@ -69,10 +69,10 @@ def measure(model: Model, vocab: Vocab, text: str, history: list[dict]) -> dict:
     L, H = model.cfg.layers, model.cfg.hidden
     values = np.concatenate([tr.states[name][k].T for k in range(L) for name in names])  # (U, T), U = L*S*H
     labels = [f"l{k}.{name}[{j}]" for k in range(L) for name in names for j in range(H)]
-    ranking = []
-    for feature, (compute, binary) in FEATURES.items():
-        best = analysis.rank_units(values.astype(np.float64), compute(text), binary)
-        ranking.append({"feature": feature, "metric": "balanced accuracy" if binary else "|r|", "best": best})
+    features = {name: (compute(text), binary) for name, (compute, binary) in FEATURES.items()}
+    best = analysis.rank_units(values.astype(np.float64), features)
+    ranking = [{"feature": name, "metric": "balanced accuracy" if binary else "|r|", "best": best[name]}
+               for name, (_, binary) in features.items()]
     levels, scale = quantize(values)
     return {
         "length": len(idx),
