@@ -305,6 +305,9 @@ def test_the_cli_never_writes_over_a_file_it_does_not_own(nasty_checkpoint, tmp_
     empty.write_text("ZZZ", encoding="utf-8")
     none = CliRunner().invoke(main, ["viz", str(nasty_checkpoint), str(empty), "-o", str(tmp_path / "x.html")])
     assert none.exit_code == 1 and none.stderr == f"Error: {empty} has no character in the model's vocabulary\n"
+    empty.write_text("", encoding="utf-8")
+    none = CliRunner().invoke(main, ["viz", str(nasty_checkpoint), str(empty), "-o", str(tmp_path / "x.html")])
+    assert none.exit_code == 1 and none.stderr == f"Error: {empty} is empty\n"
     assert CliRunner().invoke(main, [*args, "--length", "0"]).exit_code == 2
 
 

@@ -47,7 +47,8 @@ def make_page(ck: Checkpoint, checkpoint_name: str, pieces: Iterable[str], text_
     """The page for the first `length` characters of a text (pieces of it, as they are read), and its facts."""
     text, skipped = known_prefix(pieces, ck.vocab, length)
     if not text:
-        raise CharrnnError(f"{text_name} has no character in the model's vocabulary")
+        raise CharrnnError(f"{text_name} has no character in the model's vocabulary" if skipped else
+                           f"{text_name} is empty")
     cfg, meta = ck.model.cfg, ck.meta
     step = (meta.get("progress") or {}).get("step")
     m = measure(ck.model, ck.vocab, text, meta.get("history") or [])
