@@ -231,7 +231,7 @@ class Model:
                 dh = np.matmul(rows, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
-        return grads, tuple(dstate0), rows
+        return grads, tuple(dstate0), rows  # the loop ends at layer 0: its rows
 
     def loss_and_grads(self, x, y, state, rng=None, masks=None):
         """One training chunk: forward, loss, backward.  x, y (N, T).  Dropout masks come from rng unless given.
