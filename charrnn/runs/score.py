@@ -8,7 +8,11 @@ first character is predicted too.  Characters the model lacks are dropped from a
 Records stream in and out: a block of them (BLOCK_CHARS characters) is sorted by length and cut into batches of
 STREAMS records of about the same length, each batch one (N, T) run of Model.forward in chunks with the state
 carried, the padding after a short record masked out; the block's results then go out in input order.  Memory
-stays that of one block, whatever the input's size.  The whole text (whole_text) is one stream, chunk after chunk.
+stays that of one block (or of the longest record), whatever the input's size.  The whole text (whole_text) is one
+stream, chunk after chunk, in bounded memory whatever its length.
+
+Single-process: charrnn.fast.shards.Sharded, which runs `charrnn eval` over the cores, returns a batch's total
+loss, not each stream's, which a record's figures need.
 """
 
 from __future__ import annotations
