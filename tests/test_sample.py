@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from models import random_model
 
 import charrnn.core.sample
 from charrnn.cli.commands import SEPARATOR, main
-from charrnn.core.model import Model, ModelConfig
+from charrnn.core.model import ModelConfig
 from charrnn.core.sample import Picker, generate, next_distribution, prime_state, sample_text, stream
 from charrnn.core.stepper import Stepper
 from charrnn.core.vocab import Vocab
@@ -45,16 +46,6 @@ def abc(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prose(tmp_path_factory) -> Path:
     return train(tmp_path_factory.mktemp("prose"), PROSE * 8, steps=60, hidden=32)
-
-
-def random_model(cell="lstm", V=11, H=8, layers=2, dtype="float64", seed=0, **options) -> Model:
-    """Random weights with non-trivial biases, so every code path carries signal."""
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=H, layers=layers, dtype=dtype, **options),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.params.values():
-        p += rng.normal(0, 0.5, p.shape).astype(p.dtype)
-    return model
 
 
 VOCAB = Vocab("\nabcdefghij")  # 11 symbols, for random_model()

@@ -6,6 +6,7 @@ they exit 2 with a usage line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from charrnn import __version__
 from charrnn.cli.options import CountOrAll, Device, Duration, Escaped, FiniteFloatRange, GroupedCommand, opt
 from charrnn.cli.progress import TrainingReporter, banner, phase_bar, print_summary
 from charrnn.cli.views import evaluation, inspection
+from charrnn.core.beam import beam_search
 from charrnn.core.cells import CELLS
 from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
@@ -35,6 +37,7 @@ from charrnn.runs.policy import DEFAULT_OUT, DEFAULTS, Request, find_checkpoint,
 from charrnn.runs.presets import PRESETS
 from charrnn.store import checkpoint
 from charrnn.store.export import export, torch_module_text
+from charrnn.store.textstream import text_pieces
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 # On the group only: a command's variables are then CHARRNN_<COMMAND>_<OPTION> (set on a command, the prefix
@@ -213,6 +216,21 @@ def stdout_gone() -> None:
     sys.exit(0)
 
 
+@contextlib.contextmanager
+def printing():
+    """The block of a command that prints as it goes: an error is one line and exit 1, a closed pipe a quiet
+    stop (stdout_gone), Ctrl-C exit 130; what was printed is flushed at the end."""
+    try:
+        yield
+        sys.stdout.flush()
+    except CharrnnError as e:
+        raise fail(e) from None
+    except BrokenPipeError:
+        stdout_gone()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def write_samples(pieces) -> None:
     """Print (sample number, text) pieces as they come, flushing each: samples one after another, each ending in
     a newline (added if its text lacks one), separated by SEPARATOR lines."""
@@ -250,13 +268,32 @@ def write_samples(pieces) -> None:
 @click.option("--num-samples", "-N", type=click.IntRange(min=1), default=1,
               help=f"Independent samples, generated as one batch and printed in turn, separated by a line of "
                    f"{len(SEPARATOR)} dashes.")
-def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples):
+@click.option("--prime-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Read the prime from this file (- for standard input), as it is: for primes too long for a "
+                   "command line.")
+@click.option("--beam", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Beam search over N texts at once: the likeliest continuation by total log-probability, the "
+                   "same every time (N = 1 is --greedy); printed when complete.")
+@click.option("--length-norm", is_flag=True,
+              help="With --beam, rank texts by log-probability per character, so that a longer text ending at "
+                   "--stop-at is not penalised for its length.")
+def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples,
+           prime_file, beam, length_norm):
     """Generate text from a trained checkpoint.
 
     CHECKPOINT defaults to checkpoints/best.npz, else checkpoints/latest.npz; a directory train wrote (--out)
     gives its best.npz, else its latest.npz.  The text, prime included, streams to stdout as it is generated;
     each sample ends with a newline.  Status goes to stderr, and only to a terminal.
     """
+    if beam is None and length_norm:
+        raise click.UsageError("--length-norm ranks the texts of --beam; give --beam N too")
+    if beam is not None and (greedy or top_k or top_p or temperature != 1.0 or num_samples > 1 or seed is not None):
+        raise click.UsageError("--beam searches the model's own probabilities for one best text; it takes no "
+                               "--temp, --top-k, --top-p, --greedy, --num-samples or --seed")
+    if prime_file is not None:
+        if prime:
+            raise click.UsageError("give the prime with --prime or with --prime-file, not both")
+        prime = read_prime(prime_file)
     path, ck = load_checkpoint(checkpoint_path)
     if seed is None:
         seed = secrets.randbelow(2**32)
@@ -264,18 +301,25 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
         m, step = ck.model.cfg, (ck.meta.get("progress") or {}).get("step")
         click.echo(f"charrnn: sampling from {path} ({m.cell.upper()} {m.layers}x{m.hidden}"
                    + (f", step {step:,}" if step is not None else "") + ")"
-                   + ("" if greedy else f", seed {seed}"), err=True)
-    try:
-        pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
-                        num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+                   + (f", beam {beam}" if beam else "" if greedy else f", seed {seed}"), err=True)
+    with printing():
+        if beam is not None:
+            found = beam_search(ck.model, ck.vocab, length, beam, prime, stop_at, length_norm)
+            pieces = [(0, prime), (0, ck.vocab.decode(found.indices))]
+        else:
+            pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
+                            num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                            greedy=greedy)
         write_samples(pieces)
-        sys.stdout.flush()
+
+
+def read_prime(source: str) -> str:
+    """--prime-file's text: a file's, or standard input's for -."""
+    binary = sys.stdin.buffer if source == "-" else Path(source)
+    try:
+        return "".join(text_pieces(binary, name="standard input" if source == "-" else source))
     except CharrnnError as e:
         raise fail(e) from None
-    except BrokenPipeError:
-        stdout_gone()
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 @main.command(context_settings=CONTEXT)

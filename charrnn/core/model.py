@@ -195,6 +195,19 @@ class Model:
     def backward(self, dlogits, cache, dstate=None):
         """dlogits (T*N, V), dstate the gradient of the final state (or None, as in truncated BPTT).
         Returns the parameter gradients (keyed like params) and the gradient of the initial state."""
+        grads, dstate0, _ = self._backward(dlogits, cache, dstate)
+        return grads, dstate0
+
+    def input_gradient(self, dlogits, cache):
+        """The gradient of the loss with respect to every one-hot input x_t, (T, N, V): how far back the model
+        looks (`charrnn viz`).  x_t enters only layer 0's pre-activations, W_ih x_t, so it is their gradient
+        times W_ih; the parameter gradients the pass makes on the way are dropped."""
+        _, _, d_rows = self._backward(dlogits, cache, None)
+        T, N = cache[2], cache[3]
+        return (d_rows @ self.params["weight_ih_l0"]).reshape(T, N, self.cfg.vocab_size)
+
+    def _backward(self, dlogits, cache, dstate):
+        """backward, plus the gradient of layer 0's input-side pre-activations (T*N, G*H), gates side by side."""
         cfg, cell = self.cfg, self.cell
         caches, h_top, T, N = cache
         G, H = cfg.gates, cfg.hidden
@@ -222,7 +235,7 @@ class Model:
                 dh = np.matmul(rows, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
-        return grads, tuple(dstate0)
+        return grads, tuple(dstate0), rows  # the loop ends at layer 0: its rows
 
     def loss_and_grads(self, x, y, state, rng=None, masks=None):
         """One training chunk: forward, loss, backward.  x, y (N, T).  Dropout masks come from rng unless given.

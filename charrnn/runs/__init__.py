@@ -10,6 +10,8 @@ schedule   the learning rate at each step, the run's length in steps, where each
 signals    Ctrl-C and SIGTERM during a run
 streams    a split cut into B parallel streams of (B, T) chunks
 evaluate   scoring text with carried state: validation and `charrnn eval`
+score      scoring records of text, each from a fresh state: `charrnn score`
+viz/       looking inside a model: the measurements and the HTML page of `charrnn viz`
 finetune   a new run from a trained model's weights (--init-from)
 inspect    what a checkpoint holds, as plain facts
 units      how durations, sizes and non-finite numbers read in messages

@@ -10,7 +10,6 @@ moment leaves the previous file intact.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from charrnn.core.cells import STATE_NAMES
 from charrnn.core.model import Model, ModelConfig, param_shapes
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.store.files import temp_beside
+from charrnn.store.files import write_atomically
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
@@ -57,34 +56,9 @@ def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None
 
 
 def atomic_savez(path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez, atomically: temp file in the target directory, flush + fsync, os.replace, fsync the directory.
-    A crash at any moment leaves the previous file intact.  Through an open file, so no `.npz` is appended."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
-    try:
-        fd, tmp = temp_beside(path)
-    except OSError as e:
-        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open directories; the rename itself is done
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """np.savez, atomically (charrnn.store.files.write_atomically): a crash at any moment leaves the previous file
+    intact.  Through an open file, so no `.npz` is appended."""
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def remove_stale_temp_files(directory) -> None:

@@ -1,10 +1,12 @@
-"""Temporary files for atomic writes: written in full, then renamed over the real name."""
+"""Atomic writes: a temporary file written in full, then renamed over the real name."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from charrnn.errors import CharrnnError
 
@@ -28,6 +30,37 @@ def temp_beside(path: Path) -> tuple[int, str]:
         Path(tmp).unlink(missing_ok=True)
         raise
     return fd, tmp
+
+
+def write_atomically(path, write: Callable[[BinaryIO], None]) -> None:
+    """write(f) into a temp file in the target directory, flush + fsync, os.replace onto path, fsync the
+    directory: a crash at any moment leaves the previous file intact, and a failure leaves no temp file."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CharrnnError(f"cannot write {path}: directory {path.parent} does not exist")
+    try:
+        fd, tmp = temp_beside(path)
+    except OSError as e:
+        raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CharrnnError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # some platforms cannot open directories; the rename itself is done
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def check_writable_dir(path: Path, what: str = "files") -> None:
