@@ -1,6 +1,7 @@
 """`charrnn score`: records split from a stream, each scored from a fresh state in batches that equal scoring it
 alone, --whole equal to one stream by hand, unknown characters skipped and named, text read strictly as it comes."""
 
+import functools
 import io
 import itertools
 import json
@@ -21,6 +22,7 @@ from charrnn.core.model import LN2, Model, ModelConfig
 from charrnn.core.sample import prime_state
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
+from charrnn.fast import shards
 from charrnn.runs.score import score_records, split_records, whole_text
 from charrnn.runs.train import TrainConfig, Trainer
 from charrnn.store.corpus import corpus_from_text
@@ -88,10 +90,15 @@ def test_text_is_read_strictly_in_blocks(tmp_path, monkeypatch):
 # -- scoring ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["one-process", "sharded"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_batched_records_score_as_each_alone(cell, monkeypatch):
-    """Sorting, padding, batches and chunks change nothing: STREAMS and CHUNK are made small so that the records
-    fall into several batches of several chunks, and a block holds only some of them."""
+def test_batched_records_score_as_each_alone(cell, sharded, monkeypatch):
+    """Sorting, padding, batches, chunks and shards change nothing: STREAMS and CHUNK are made small so that the
+    records fall into several batches of several chunks, and a block holds only some of them; sharded, each batch
+    is split over two worker processes as on a 2-core machine."""
+    if sharded:
+        monkeypatch.setattr(shards, "MIN_STREAMS", 1)
+        monkeypatch.setattr(score_module, "Sharded", functools.partial(shards.Sharded, cores=2))
     monkeypatch.setattr(score_module, "STREAMS", 3)
     monkeypatch.setattr(score_module, "CHUNK", 5)
     monkeypatch.setattr(score_module, "BLOCK_CHARS", 40)

@@ -72,6 +72,21 @@ def test_sharded_loss_grads_and_state_equal_the_whole_batch(any_batch, cell):
     assert rng_sharded.random() == rng_whole.random()  # the masks came from the same draws
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sharded_surprisal_equals_the_whole_batch(any_batch, cell):
+    """Every stream's every surprisal, in order, from uneven shards; the same sum as evaluate's."""
+    model = make_model(cell)
+    x, y, state = chunk(model)
+    nats, final = model.surprisal(x, y, state)
+    s_nats, s_final = Sharded(model, cores=3).surprisal(x, y, state)
+    assert s_nats.shape == (N, T)
+    np.testing.assert_allclose(s_nats, nats, rtol=1e-12)
+    for a, b in zip(s_final, final, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert nats.sum() == pytest.approx(model.evaluate(x, y, state)[0], rel=1e-12)
+    assert nats[2, 3] == pytest.approx(model.surprisal(x[2:3], y[2:3], tuple(s[:, 2:3] for s in state))[0][0, 3])
+
+
 def test_sharded_evaluate_equals_the_whole_batch(any_batch):
     model = make_model("lstm")
     x, y, state = chunk(model)

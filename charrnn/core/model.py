@@ -15,6 +15,7 @@ import numpy as np
 
 from charrnn.core.cells import CELLS, STATE_NAMES
 from charrnn.core.cells.gates import gate_major
+from charrnn.core.logprob import surprisal
 from charrnn.errors import CharrnnError
 from charrnn.fast.workspace import Workspace, scaled_transpose
 
@@ -253,6 +254,12 @@ class Model:
         loss, _ = cross_entropy(logits, np.asarray(y).T.ravel(), grad=False)
         return loss * logits.shape[0], logits.shape[0], final
 
+    def surprisal(self, x, y, state) -> tuple[np.ndarray, State]:
+        """Forward only, no dropout: each target's surprisal -log p in nats, (N, T) in the model's dtype (a
+        fresh array), and the final state; for scoring many records side by side."""
+        N, T = np.shape(x)
+        logits, final, _ = self.forward(x, state)
+        return surprisal(logits, np.asarray(y).T.ravel()).reshape(T, N).T.copy(), final
 
 
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int, scratch: np.ndarray | None = None) -> np.ndarray:

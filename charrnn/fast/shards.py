@@ -59,8 +59,8 @@ def shard_bounds(batch: int, shards: int) -> list[slice]:
 @dataclass(frozen=True)
 class Shape:
     """What a worker needs to know of a model to lay out its jobs and build its replica.  A model here is anything
-    with .cfg, .params (name -> array), initial_state(N) (a tuple of (L, N, H) arrays), loss_and_grads, evaluate
-    and dropout_masks, built as type(model)(cfg, params): charrnn.core.model.Model, which this part of the
+    with .cfg, .params (name -> array), initial_state(N) (a tuple of (L, N, H) arrays), loss_and_grads, evaluate,
+    surprisal and dropout_masks, built as type(model)(cfg, params): charrnn.core.model.Model, which this part of the
     package does not import (the maths sits above the speed machinery)."""
 
     kind: type
@@ -85,7 +85,7 @@ class Shape:
 def job_layout(shape: Shape, kind: str, N: int, T: int, index_dtype, masked: bool) -> list[tuple]:
     """(name, shape, dtype) of every array of a job in an arena.  The parameters come first, at the same offsets
     for every job, so a worker's replica keeps viewing them; then a training job's gradients, the inputs, the
-    states in and out, and the dropout masks."""
+    states in and out, the dropout masks, and a surprisal job's (N, T) answer."""
     dt, L, H = shape.dtype, shape.layers, shape.hidden
     layout = [(f"param {k}", size, dt) for k, size in shape.params]
     if kind == "train":
@@ -94,6 +94,8 @@ def job_layout(shape: Shape, kind: str, N: int, T: int, index_dtype, masked: boo
     layout += [(f"{io} {i}", (L, N, H), dt) for io in ("state", "final") for i in range(shape.states)]
     if masked:
         layout += [(f"mask {k}", (T, N, H), dt) for k in range(L)]
+    if kind == "surprisal":
+        layout += [("surprisal", (N, T), dt)]
     return layout
 
 
@@ -149,6 +151,10 @@ def _serve(conn, arena: Arena, shape: Shape) -> None:
                         for k, g in grads.items():
                             np.copyto(a[f"grad {k}"], g)
                         reply = loss
+                    elif kind == "surprisal":
+                        nats, final = replica.surprisal(a["x"], a["y"], state)
+                        np.copyto(a["surprisal"], nats)
+                        reply = None
                     else:
                         loss, count, final = replica.evaluate(a["x"], a["y"], state)
                         reply = (loss, count)
@@ -188,7 +194,7 @@ class Worker:
             finally:
                 os._exit(status)
         child.close()
-        self._job, self.exit_code = None, None
+        self._job, self._kind, self.exit_code = None, None, None
 
     def alive(self) -> bool:
         if self.exit_code is None:
@@ -216,11 +222,12 @@ class Worker:
             self._conn.send((kind, N, T, x.dtype.str, masks is not None, np.geterr()))
         except OSError:  # a broken pipe: the worker is gone
             raise self._died() from None
-        self._job = a
+        self._job, self._kind = a, kind
 
     def result(self):
-        """The job's (loss, gradients or character count, final state); gradients and state are views of the
-        arena, valid until the next submit."""
+        """The job's answer, as the model's method of its kind gives it: (loss, gradients, final state),
+        (summed loss, characters, final state) or (surprisal, final state); arrays are views of the arena,
+        valid until the next submit."""
         try:
             ok, reply = self._conn.recv()
         except (EOFError, OSError):
@@ -229,8 +236,10 @@ class Worker:
             raise reply
         a = self._job
         final = tuple(a[f"final {i}"] for i in range(self.shape.states))
-        if isinstance(reply, tuple):  # evaluate: (summed loss, characters)
+        if self._kind == "evaluate":
             return (*reply, final)
+        if self._kind == "surprisal":
+            return a["surprisal"], final
         return reply, {k: a[f"grad {k}"] for k, _ in self.shape.params}, final
 
     def _died(self) -> WorkerDied:
@@ -310,8 +319,8 @@ class Sharded:
                     shard_masks = None if masks is None else [m[:, here] for m in masks]
                     first = self.model.loss_and_grads(x[here], y[here], tuple(a[:, here] for a in state),
                                                       masks=shard_masks)
-                else:
-                    first = self.model.evaluate(x[here], y[here], tuple(a[:, here] for a in state))
+                else:  # evaluate or surprisal: the model's method of that name
+                    first = getattr(self.model, kind)(x[here], y[here], tuple(a[:, here] for a in state))
             results = [first] + [worker.result() for worker in self._workers[: shards - 1]]
         except BaseException:
             _close_all(self._workers, kill=True)
@@ -345,6 +354,14 @@ class Sharded:
             return self.model.evaluate(x, y, state)
         _, results = ran
         return (sum(r[0] for r in results), sum(r[1] for r in results), join_states([r[2] for r in results]))
+
+    def surprisal(self, x, y, state):
+        """As Model.surprisal: (each target's surprisal in nats (N, T), final state)."""
+        ran = self._run("surprisal", x, y, state)
+        if ran is None:
+            return self.model.surprisal(x, y, state)
+        _, results = ran
+        return np.concatenate([r[0] for r in results]), join_states([r[1] for r in results])
 
     def close(self) -> None:
         """Stop the worker processes (they stop, too, when this object goes or the process exits)."""

@@ -11,8 +11,8 @@ carried, the padding after a short record masked out; the block's results then g
 stays that of one block (or of the longest record), whatever the input's size.  The whole text (whole_text) is one
 stream, chunk after chunk, in bounded memory whatever its length.
 
-Single-process: charrnn.fast.shards.Sharded, which runs `charrnn eval` over the cores, returns a batch's total
-loss, not each stream's, which a record's figures need.
+Each batch runs over the cores as `charrnn eval` does (charrnn.fast.shards.Sharded, its surprisal job: every
+stream's figures, where eval's sums them).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from charrnn.core.logprob import surprisal
 from charrnn.core.model import LN2, Model
 from charrnn.core.sample import start_char
 from charrnn.core.vocab import Vocab
+from charrnn.fast.shards import Sharded
 
 BLOCK_CHARS = 1 << 20  # characters of records gathered, sorted and scored together
 STREAMS = 128  # records scored side by side
@@ -84,7 +85,7 @@ def encode(vocab: Vocab, records: list[str]) -> list[Encoded]:
     return out
 
 
-def score_batch(model: Model, records: list[np.ndarray], start: int) -> np.ndarray:
+def score_batch(model: Model | Sharded, records: list[np.ndarray], start: int) -> np.ndarray:
     """Surprisal in nats (N, T) of every character of N records scored side by side, each from a fresh state
     after the start character; T is the longest record's length, rounded up to ROUND; zero past a record's end."""
     lengths = np.array([len(r) for r in records])
@@ -100,15 +101,23 @@ def score_batch(model: Model, records: list[np.ndarray], start: int) -> np.ndarr
     out = np.zeros((N, T), np.float64)
     state = model.initial_state(N)
     for a in range(0, T, CHUNK):
-        b = min(a + CHUNK, T)
-        logits, state, _ = model.forward(x[:, a:b], state)
-        out[:, a:b] = surprisal(logits, y[:, a:b].T.ravel()).reshape(b - a, N).T
+        b = min(a + CHUNK, T)  # x has a column more than y: the last character, never an input
+        out[:, a:b], state = model.surprisal(x[:, a:b], y[:, a:b], state)
     out[np.arange(T) >= lengths[:, None]] = 0.0
     return out
 
 
 def score_records(model: Model, vocab: Vocab, records: Iterable[str], per_char: bool = False) -> Iterator[dict]:
-    """One result (see result) per record, in order."""
+    """One result (see result) per record, in order; each batch of records over the cores, as eval's streams."""
+    sharded = Sharded(model)
+    try:
+        with sharded.owning_cores(STREAMS):
+            yield from _score_records(sharded, vocab, records, per_char)
+    finally:
+        sharded.close()
+
+
+def _score_records(model: Sharded, vocab: Vocab, records: Iterable[str], per_char: bool) -> Iterator[dict]:
     start = int(vocab.encode(start_char(vocab))[0])
     number = 0
     for block in blocks(records):
