@@ -168,10 +168,21 @@ def engines(e: dict) -> list[str]:
                        rows), ""]
 
 
+def score_speed(e: dict) -> list[str]:
+    r = e["result"]
+    memory = [[f"{m['megabytes']:,.0f} MB", num(m["peak_rss_mb"]), num(m["seconds"])] for m in r["memory"]]
+    return [f"`charrnn score` (every line from a fresh state) against `charrnn eval` (64 carried streams) on the same "
+            f"{r['lines']:,} lines ({r['megabytes']:.1f} MB), {r['model'].upper()}, random weights, both over the "
+            f"cores: eval {r['eval_s']:.1f} s, score {r['score_s']:.1f} s, **{r['score_over_eval']:.2f}×**.", "",
+            *(["Peak RSS of `charrnn score` (LSTM 1×32) on a tenth and on the whole of a big input:", "",
+               *table(["input", "peak RSS MB", "seconds"], memory), ""] if memory else [])]
+
+
 SECTIONS = {"roofline": ("Roofline", roofline), "train_speed": ("Training speed", train_speed),
             "sample_speed": ("Sampling speed", sample_speed), "scale": ("Big corpora", scale),
             "quality": ("Quality in a time limit", None), "forget_bias": ("Forget-gate bias", forget_bias),
-            "torch_peer": ("The PyTorch peer alone", torch_peer), "engines": ("The two engines", engines)}
+            "torch_peer": ("The PyTorch peer alone", torch_peer), "engines": ("The two engines", engines),
+            "score_speed": ("Scoring records against eval", score_speed)}
 
 
 def section(benchmark: str) -> str:
