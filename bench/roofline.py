@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import io
 import json
 import math
@@ -121,24 +120,12 @@ def chunk_gemm_gflops(hidden: int, gates: int, batch: int = BATCH, seq_len: int 
 
 
 def blas_info() -> dict:
-    """Which BLAS, kernels (core) and thread count NumPy uses: threadpoolctl if importable, else ctypes."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        for p in threadpool_info():  # NumPy's BLAS, not torch's if torch is loaded too
-            if p.get("user_api") == "blas" and "numpy" in p.get("filepath", ""):
-                version = f"{p.get('internal_api')} {p.get('version')}"
-                return {"source": "threadpoolctl", "core": p.get("architecture"),
-                        "threads": p.get("num_threads"), "version": version}
-    except ImportError:
-        pass
-    info = {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
-    lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.fast.blas)
-    config = blas.symbol(lib, "get_config") if lib else None
-    if config and blas.core_name() and blas.threads():
-        config.restype = ctypes.c_char_p
-        info.update(source="ctypes", core=blas.core_name(), threads=blas.threads(), version=config().decode().strip())
-    return info
+    """Which BLAS, kernels (core) and thread count NumPy uses, as charrnn.fast.blas finds them (threadpoolctl)."""
+    lib = blas.library()
+    if lib is None:
+        return {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
+    return {"source": "threadpoolctl", "core": getattr(lib, "architecture", None), "threads": lib.get_num_threads(),
+            "version": f"{lib.internal_api} {lib.version}"}
 
 
 def contention_meter():

@@ -46,8 +46,7 @@ def _meter():
 
 
 def numpy_threads() -> int:
-    """NumPy's BLAS thread count (roofline.blas_info: threadpoolctl, else OpenBLAS itself, else
-    os.cpu_count()), so both peers get as many threads."""
+    """NumPy's BLAS thread count (roofline.blas_info, else os.cpu_count()), so both peers get as many threads."""
     try:
         from roofline import blas_info
     except ImportError:

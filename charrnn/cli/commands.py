@@ -29,6 +29,7 @@ from charrnn.core.model import DTYPES, ModelConfig
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.sample import stream
 from charrnn.errors import CharrnnError
+from charrnn.fast.gemm import describe_path
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
 from charrnn.runs.finetune import InitFrom
 from charrnn.runs.inspect import describe
@@ -278,6 +279,7 @@ def banner(data, trainer, model_cfg: ModelConfig, cfg: TrainConfig, preset: str)
                  + (f", {', '.join(options)}" if options else "") + f" — {trainer.model.num_params():,} parameters",
         "training": f"B={cfg.batch_size} T={cfg.seq_len}, {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}), "
                     f"clip {cfg.clip:g} ({cfg.clip_mode}), seed {cfg.seed}",
+        "runs on": describe_path(cfg.batch_size, m.dtype),
         "length": ", ".join(x for x in length if x) or "until Ctrl-C",
         "position": f"step {trainer.step:,}, epoch {trainer.epoch_progress:.2f}",
         "preset": preset,
