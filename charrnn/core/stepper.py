@@ -106,7 +106,7 @@ class Stepper:
 
     def _layers(self, rows: np.ndarray) -> None:
         for k, (mm, xw, add, step) in enumerate(self.layers):
-            if mm is None:  # layer 0 of a GRU: its cell step does the recurrent GEMM
+            if mm is None:  # layer 0 of a GRU: its step (gru_step) does the recurrent GEMV
                 np.copyto(xw, rows)
             else:
                 np.matmul(*mm)
@@ -131,7 +131,7 @@ def paired_step(buf: np.ndarray, h_out: np.ndarray):
     buf (N, 5H) holds each stream's [o | i | f | g | c]: the caller writes the scaled pre-activations of o, i, f, g
     (gate_scale, in PAIRED_GATES' order) into buf[:, :4H] and c lives in buf[:, 4H:].  Then [i | f] * [g | c] is
     one multiply, and every view is bound once: at batch 1 a step costs what NumPy's calls cost (~1 us each on
-    the Zen 3, whatever the 1,024 elements), so this one makes 8 calls, where step makes 10 and slices its
+    the Zen 3, whatever the 1,024 elements), so this one makes 8 calls, where lstm.step makes 10 and slices its
     arguments.  h_out (N, H) receives h'.  A batch of one may come as 1-D views, buf (5H,) and h_out (H,)."""
     H = buf.shape[-1] // 5
     pre, o, i_f, g, g_c, c = (buf[..., a:b] for a, b in
@@ -164,13 +164,14 @@ def gru_step(gates: np.ndarray, h: np.ndarray, prep: dict):
     N, H = h.shape
     rec = np.empty((N, 3 * H), h.dtype)
     rec_gates, r_z = gate_major(rec, 3), gates[:2]
+    rec_r_z, rec_n = rec_gates[:2], rec_gates[2]
     ghn, tmp = np.empty((N, H), h.dtype), np.empty((N, H), h.dtype)
     W_sT, b_hn = prep["W_sT"], prep["b_hn"]
 
     def step() -> None:
         np.matmul(h, W_sT, out=rec)  # W_hh h, r and z's rows gate-scaled
-        np.add(r_z, rec_gates[:2], out=r_z)  # a_r, a_z += W_hr h, W_hz h
-        np.add(rec_gates[2], b_hn, out=ghn)  # W_hn h + b_hn
+        np.add(r_z, rec_r_z, out=r_z)  # a_r, a_z += W_hr h, W_hz h
+        np.add(rec_n, b_hn, out=ghn)  # W_hn h + b_hn
         gru.step(gates, h, h, ghn, tmp)
 
     return step
