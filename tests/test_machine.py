@@ -138,3 +138,21 @@ def test_training_survives_kernels_that_crash(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert "(Sandybridge)" in done.stdout
+
+
+def test_a_check_that_could_not_run_is_not_remembered(checks, tmp_path):
+    ran, answers = checks
+    answers += [machine.NOT_CHECKED + "cannot start a process (Resource temporarily unavailable)", machine.AGREES]
+    assert not machine.verdict().packs("float32")
+    assert not (tmp_path / "xdg" / "charrnn").exists()
+    machine.verdict.cache_clear()
+    assert machine.verdict().packs("float32") and len(ran) == 4
+
+
+def test_no_fork_no_check(monkeypatch):
+    def fail():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", fail)
+    assert machine.check_in_child(lambda: None) == (machine.NOT_CHECKED +
+                                                    "cannot start a process (Resource temporarily unavailable)")

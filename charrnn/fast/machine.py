@@ -38,6 +38,8 @@ SWITCH = "CHARRNN_FAST"  # 0 (or off, false, no): the fast path off
 VERSION = 1  # of the record and of the checks behind it: a record of another version is checked again
 TIMEOUT = 30.0  # seconds: a check still running then has hung (it takes a tenth of a second)
 DTYPES = ("float32", "float64")
+AGREES = "agrees"  # what a check that passed saw
+NOT_CHECKED = "not checked: "  # how an answer begins where no check could run (kept for the process only)
 
 
 def enabled() -> bool:
@@ -58,8 +60,6 @@ class Verdict:
         """Whether the packed kernels of this dtype passed their check."""
         return self.packed.get(np.dtype(dtype).name) == AGREES
 
-
-AGREES = "agrees"  # what a check that passed saw
 
 
 def library_key() -> dict[str, str] | None:
@@ -91,7 +91,8 @@ def verdict() -> Verdict:
     found = load(path, key)
     if found is None:
         found = Verdict(packed={d: check_in_child(functools.partial(packed.check, d)) for d in DTYPES})
-        save(path, key, found)
+        if not any(seen.startswith(NOT_CHECKED) for seen in found.packed.values()):
+            save(path, key, found)
     return found
 
 
@@ -131,11 +132,16 @@ def check_in_child(check: Callable[[], str | None], timeout: float = TIMEOUT) ->
     what it raised, or how the child ended (a crash, an exit, or a hang past timeout seconds, then killed).
     Ctrl-C here kills the child and raises (the child ignores it: the terminal sends it to both)."""
     if not hasattr(os, "fork"):
-        return "not checked: no fork() to check in"
+        return NOT_CHECKED + "no fork() to check in"
     read, write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child only runs
-        warnings.simplefilter("ignore", DeprecationWarning)  # the check and leaves by os._exit
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork beside threads (BLAS's); the child only
+            warnings.simplefilter("ignore", DeprecationWarning)  # runs the check and leaves by os._exit
+            pid = os.fork()
+    except OSError as error:  # out of memory or processes, for now
+        os.close(read)
+        os.close(write)
+        return NOT_CHECKED + f"cannot start a process ({error.strerror or error})"
     if pid == 0:  # the child: never returns into the caller's code
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
