@@ -206,8 +206,7 @@ class Model:
             inp, cell_cache, mask = caches[k]
             p, ws = self.layer(k), self._ws[k]
             if mask is not None:
-                outputs = dh[1:]
-                outputs *= mask
+                dh[1:] *= mask  # dropout, on the outputs' gradient
             dstateT = None if dstate is None else tuple(s[k] for s in dstate)
             d_rows, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
             for d, s in zip(dstate0, ds0, strict=True):
