@@ -53,23 +53,12 @@ def cpuinfo() -> dict[str, str]:
 
 
 def blas_info() -> dict:
-    """Which BLAS NumPy runs, with which kernels (core) and threads: threadpoolctl where installed, else NumPy's
-    build configuration and charrnn.fast.blas."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        for p in threadpool_info():  # NumPy's BLAS, not torch's if torch is loaded too
-            if p.get("user_api") == "blas" and "numpy" in p.get("filepath", ""):
-                return {"name": p.get("internal_api"), "version": p.get("version"), "core": p.get("architecture"),
-                        "threads": p.get("num_threads")}
-    except ImportError:
-        pass
-    try:
-        build = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # NumPy >= 1.25
-    except (TypeError, KeyError):
-        build = {}
-    return {"name": build.get("name"), "version": build.get("version"), "core": blas.core_name(),
-            "threads": blas.threads()}
+    """Which BLAS NumPy runs, with which kernels (core) and threads: charrnn.fast.blas's view, through threadpoolctl."""
+    lib = blas.library()
+    if lib is None:
+        return {"name": None, "version": None, "core": None, "threads": None}
+    return {"name": lib.internal_api, "version": lib.version, "core": getattr(lib, "architecture", None),
+            "threads": lib.get_num_threads()}
 
 
 def contention_meter():

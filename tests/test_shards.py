@@ -14,11 +14,17 @@ from test_train import arrays, assert_gone, make_trainer, strip_timing
 
 from charrnn.core.model import Model, ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.fast import blas, packed, shards
+from charrnn.fast import blas, gemm, machine, shards
 from charrnn.fast.shards import Sharded, WorkerDied, shard_bounds, shard_count
 from charrnn.store import checkpoint
 
 V, N, T = 11, 7, 6
+
+
+@pytest.fixture(autouse=True)
+def fast_on(monkeypatch):
+    """Sharding is what these tests test: on, whatever CHARRNN_FAST says (CI's second pass sets it to 0)."""
+    monkeypatch.delenv(machine.SWITCH, raising=False)
 
 
 @pytest.fixture
@@ -176,7 +182,7 @@ def test_workers_run_under_the_callers_float_error_handling(any_batch, monkeypat
     """An infinite carried state in the worker's streams only: its GEMM makes inf - inf there, and raises or not
     as the caller's np.errstate of the moment says, not as it was when the worker was forked.  np.matmul's GEMM:
     it checks the float flags after BLAS returns, the kernels on packed weights (charrnn.fast.packed) do not."""
-    monkeypatch.setattr(packed, "kernels", lambda dtype: None)  # before the fork: the worker has it too
+    monkeypatch.setattr(gemm, "packs", lambda dtype: False)  # before the fork: the worker has it too
     model = make_model("rnn")
     x, y, finite = chunk(model)
     infinite = tuple(s.copy() for s in finite)

@@ -16,6 +16,7 @@ from rich.text import Text
 from tqdm import tqdm
 
 from charrnn.cli.views import engine_text, loss_text, started_from
+from charrnn.fast.gemm import describe_path
 from charrnn.runs.train import Reporter, Trainer
 from charrnn.runs.units import finite, format_bytes, human_duration
 
@@ -164,6 +165,7 @@ def banner(trainer: Trainer, start: str) -> dict:
         "length": ", ".join(x for x in length if x) or "until Ctrl-C",
         "position": f"step {progress.step:,}, epoch {progress.epoch_progress:.2f}",
         "engine": engine_text(trainer.engine.describe()),
+        **({"runs on": describe_path(cfg.batch_size, m.dtype)} if trainer.engine.name == "numpy" else {}),
         "preset": start,
         **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
         "output": str(trainer.out),

@@ -216,13 +216,15 @@ class Model:
             "decoder.weight": dlogits.T @ h_top,
             "decoder.bias": dlogits.sum(axis=0),
         }
-        dh = (dlogits @ self.params["decoder.weight"]).reshape(T, N, H)
+        # dh (T+1, N, H): the gradient of a layer's hs, its outputs' in dh[1:] (dh[0] is the cell's to fill)
+        dh = self._head.get("dh", (T + 1, N, H), self.dtype)
+        np.matmul(dlogits, self.params["decoder.weight"], out=dh[1:].reshape(T * N, H))
         dstate0 = [np.empty((cfg.layers, N, H), self.dtype) for _ in STATE_NAMES[cfg.cell]]
         for k in range(cfg.layers - 1, -1, -1):
             inp, cell_cache, mask = caches[k]
             p, ws = self.layer(k), self._ws[k]
             if mask is not None:
-                dh *= mask
+                dh[1:] *= mask  # dropout, on the outputs' gradient
             dstateT = None if dstate is None else tuple(s[k] for s in dstate)
             d_rows, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
             for d, s in zip(dstate0, ds0, strict=True):
@@ -233,7 +235,8 @@ class Model:
                 g["weight_ih"] = np.ascontiguousarray(by_char.T)
             else:  # whole-chunk GEMMs: the weight gradient and the gradient of the layer's input
                 g["weight_ih"] = rows.T @ inp.reshape(T * N, H)
-                dh = np.matmul(rows, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
+                dh = ws.get("dinput", (T + 1, N, H), self.dtype)  # the layer below's outputs' in dh[1:]
+                np.matmul(rows, p["weight_ih"], out=dh[1:].reshape(T * N, H))
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
         return grads, tuple(dstate0), rows  # the loop ends at layer 0: its rows

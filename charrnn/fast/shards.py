@@ -15,7 +15,8 @@ writes its gradients and final state back; only a short message crosses the pipe
 whole batch would: the dropout masks are drawn for the whole batch (the random stream is unchanged), a shard's
 mean loss and gradients are weighted by its share of the streams, the final states are joined again.  Only the
 order of float sums differs, so the shard count is a function of the batch and the machine (shard_count).
-Where there is no fork (not Linux), or no OpenBLAS to run single-threaded, training runs unsharded.
+Where there is no fork (not Linux), no BLAS to run single-threaded, or the fast path is off (CHARRNN_FAST=0),
+training runs unsharded.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.errors import CharrnnError
-from charrnn.fast import blas
+from charrnn.fast import blas, machine
 
 # Streams per shard, at least.  Split in two on a 2-core Zen 3: B 32 (T 32, LSTM 2x256) ran 1.25x; B 16 ran
 # 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128, whose shard of 8 is too little work
@@ -43,9 +44,9 @@ ALIGN = 64  # bytes: every array in an arena starts on its own cache line
 
 
 def shard_count(batch: int, cores: int | None) -> int:
-    """One shard per core (BLAS thread), each of at least MIN_STREAMS streams; 1 where that count is unknown or
-    where workers cannot be forked."""
-    if sys.platform != "linux":  # fork, with an anonymous shared mapping the child inherits
+    """One shard per core (BLAS thread), each of at least MIN_STREAMS streams; 1 where that count is unknown,
+    where workers cannot be forked, or where the fast path is off."""
+    if sys.platform != "linux" or not machine.enabled():  # Linux: fork, and anonymous shared memory it inherits
         return 1
     return max(1, min(cores or 1, batch // MIN_STREAMS))
 
@@ -182,8 +183,8 @@ class Worker:
             try:
                 self.pid = os.fork()
             except OSError as e:  # out of memory or processes
-                raise CharrnnError(f"cannot start a worker process: {e.strerror or e}; set OPENBLAS_NUM_THREADS=1 "
-                                   "to train in one process") from None
+                raise CharrnnError(f"cannot start a worker process: {e.strerror or e}; set {machine.SWITCH}=0 to "
+                                   "train in one process") from None
         if self.pid == 0:  # the worker: never returns into the caller's code
             status = 1
             try:
@@ -245,7 +246,7 @@ class Worker:
     def _died(self) -> WorkerDied:
         self._wait(1.0)
         return WorkerDied(f"a worker process of the sharded step died (exit code {self.exit_code}); "
-                          "set OPENBLAS_NUM_THREADS=1 to train in one process")
+                          f"set {machine.SWITCH}=0 to train in one process")
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -303,6 +304,7 @@ class Sharded:
             return None
         bounds = shard_bounds(N, shards)
         x, y = np.asarray(x), np.asarray(y)
+        machine.verdict()  # the fast path's verdict, found before any worker forks: they inherit it
         try:
             for w, s in enumerate(bounds[1:]):
                 layout = job_layout(self.shape, kind, s.stop - s.start, T, x.dtype, masks is not None)
