@@ -69,7 +69,8 @@ LENGTH, BOOK, ENGINE = "Length (whichever comes first)", "Checkpoints and output
 
 @main.command(cls=GroupedCommand, context_settings=CONTEXT,
               epilog="Every option can also be set in the environment as CHARRNN_TRAIN_<OPTION>, such as "
-                     "CHARRNN_TRAIN_LR=1e-3 or CHARRNN_TRAIN_OUT=runs/a; an option on the command line wins.")
+                     "CHARRNN_TRAIN_LR=1e-3 or CHARRNN_TRAIN_OUT=runs/a; an option on the command line wins.  "
+                     "CHARRNN_FAST=0 turns off the packed kernels and the worker processes (docs/fast-path.md).")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @opt(DATA, "--seq-len", "-T", type=click.IntRange(min=1), default=DEFAULTS["seq_len"],
      help="Characters per chunk: the truncation length of backpropagation through time.")
