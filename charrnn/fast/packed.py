@@ -38,7 +38,7 @@ class Kernels:
     """One dtype's copy routines and kernel, as ctypes functions, and the depth (rows of W) a kernel call takes
     at most.  OpenBLAS's own GEMM never hands a kernel more than its GEMM_Q rows, and Haswell's dgemm kernel copies
     its x panel into a stack buffer sized for 256: a deeper call crashed it (H 512, a shard of 32).  Its sgemm
-    kernels take any depth; float32 keeps K whole, as it always has (cut at 256 it was no faster on the Zen 3).
+    kernels take any depth.  How deep a call goes within these limits is measured per machine (charrnn.fast.tuning).
     check() runs both at depths past these, so a core with other limits fails it instead of crashing training."""
 
     def __init__(self, lib: ctypes.CDLL, prefix: str, suffix: str, ctype):
@@ -93,15 +93,17 @@ def fits(W: np.ndarray, xs: np.ndarray, dests: list[np.ndarray]) -> bool:
 
 
 class Packed:
-    """W (K, M) packed for dests[...][t] += xs[t] @ W, in slabs of the kernels' depth (rows of W), each slab block
-    by block of W's columns.
+    """W (K, M) packed for dests[...][t] += xs[t] @ W, in slabs of a depth (rows of W), each slab block by block of
+    W's columns.
 
     xs: (T, N, K), C-contiguous rows.  dests: the product's columns as consecutive parts, each a (T, N, m) array
     with unit column stride, into which step t adds.  raw, raw_x: uint8 scratch for the packed panels of W and
     of one step's x (see bytes_needed), reused from chunk to chunk.  Check the arrays with fits() first."""
 
     def __init__(self, W: np.ndarray, kernels: Kernels, xs: np.ndarray, dests: list[np.ndarray], raw: np.ndarray,
-                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES):
+                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES, depth: int | None = None):
+        """block_bytes: packed panels a kernel call (a block of W's columns); depth: rows of W a kernel call, None
+        for all, never more than the kernels take (charrnn.fast.tuning measures both)."""
         K, M = W.shape
         N, size = xs.shape[1], W.dtype.itemsize
         self.k, self.N, self.K = kernels, N, K
@@ -109,9 +111,10 @@ class Packed:
         self.x_base, self.x_step = xs.ctypes.data, xs.strides[0]
         x_panels = aligned(raw_x, K * N, W.dtype).ctypes.data
         panels = aligned(raw, K * M, W.dtype).ctypes.data
+        slab = min(depth or K, kernels.depth or K)
         self.slabs = []  # (x's offset in bytes, depth, its packed x, its blocks)
-        for k0 in range(0, K, kernels.depth or K):
-            depth = min(kernels.depth or K, K - k0)
+        for k0 in range(0, K, slab):
+            depth = min(slab, K - k0)
             per_block = max(1, block_bytes // (depth * size))
             blocks = []  # (columns, packed panels, the destination's address at t = 0, t stride, ldc)
             column = 0
@@ -148,10 +151,11 @@ class Packed:
 CHECKS = [(32, 512, (512,) * 4, None), (32, 2048, (512,), None), (13, 300, (100, 100, 100), None), (5, 37, (19, 51), 8)]
 
 
-def check(dtype) -> str | None:
-    """Run the dtype's kernels against np.matmul on CHECKS; None when they add the same sums and write nothing
-    else, else what differed.  A kernel whose interface is not the one bound here may crash instead: run this in
-    a child process (charrnn.fast.machine does)."""
+def check(dtype, block_bytes: int = BLOCK_BYTES, depth: int | None = None) -> str | None:
+    """Run the dtype's kernels against np.matmul on CHECKS, in blocks of block_bytes (where a problem names none)
+    and slabs of depth rows; None when they add the same sums and write nothing else, else what differed.  A
+    kernel whose interface is not the one bound here may crash instead: run this in a child process
+    (charrnn.fast.machine does)."""
     dtype = np.dtype(dtype)
     found = kernels(dtype)
     if found is None:
@@ -168,8 +172,8 @@ def check(dtype) -> str | None:
             w[..., margin:-margin] += xs @ W[:, first : first + m]
             first += m
         raw, raw_x = (np.empty(n, np.uint8) for n in Packed.bytes_needed(W, xs))
-        block_bytes = BLOCK_BYTES if columns is None else columns * K * W.dtype.itemsize
-        packed = Packed(W, found, xs, [f[..., margin:-margin] for f in frames], raw, raw_x, block_bytes)
+        block = block_bytes if columns is None else columns * K * W.dtype.itemsize
+        packed = Packed(W, found, xs, [f[..., margin:-margin] for f in frames], raw, raw_x, block, depth)
         for t in range(T):
             packed.add(t)
         if not all(np.allclose(f, w, rtol=tol, atol=tol) for f, w in zip(frames, want, strict=True)):
