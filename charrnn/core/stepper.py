@@ -25,7 +25,7 @@ import numpy as np
 from charrnn.core.cells import gru, lstm, rnn
 from charrnn.core.cells.gates import gate_major, quiet
 from charrnn.core.model import Model
-from charrnn.fast import blas, machine
+from charrnn.fast import blas, machine, tuning
 
 
 def gemv(x: np.ndarray, W: np.ndarray, out: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,8 +68,6 @@ class Stepper:
         else:
             self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
         layout, one_thread = batch1_choices()
-        # BLAS's other threads, handed a GEMV each step, lost 10-50x when another process held their core
-        self.threads = blas.single_threaded() if one_thread and N == 1 else contextlib.nullcontext()
         order = paired_order(H) if paired else slice(None)  # the gates' order in every GEMV's output
         fused = cfg.cell != "gru"  # the recurrent GEMV rides on the input's (a GRU's stays apart: gru_step)
         self.layers = []  # per layer: (the GEMV's matmul arguments or None, its output, what to add, the step)
@@ -102,6 +100,11 @@ class Stepper:
                 step = functools.partial(rnn.step, gates, h)
             add = None if add is None else np.ascontiguousarray(add[order])
             self.layers.append((mm, xw[0] if N == 1 else xw, add, step))
+        # BLAS's other threads, handed a GEMV each step, lost 10-50x when another process held their core; the
+        # choice holds for GEMVs as large as it was measured on (setting BLAS's threads costs 4 us a step)
+        measured = min(D * M for D, M in tuning.GEMV_SHAPES)
+        big = any(mm is not None and mm[0].size + mm[1].size >= measured for mm, *_ in self.layers)
+        self.threads = blas.single_threaded() if one_thread and N == 1 and big else contextlib.nullcontext()
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
         self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits, layout)  # [h_{L-1} | 1] @ decoder
