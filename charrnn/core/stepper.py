@@ -11,7 +11,8 @@ trailing 1, which carries its bias into that GEMV, as it carries the decoder's b
 0 is the recurrent GEMV plus a row of the input table (a view at batch 1: np.take there costs more than the
 add).  A GRU's candidate gate needs W_hn h apart, so its cell step keeps its own recurrent GEMV.  A standard
 LSTM's gates come out in the order o, i, f, g beside its cell state, for lstm.paired_step.  At batch 1 a step is
-bound by reading the weights (3.2 MB for LSTM 2x256) and by NumPy's cost per call.
+bound by reading the weights (3.2 MB for LSTM 2x256) and by NumPy's cost per call; the weights' layout and BLAS's
+threads for those GEMVs are this machine's measured choices (charrnn.fast.tuning).
 Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
 """
 
