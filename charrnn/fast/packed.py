@@ -52,6 +52,7 @@ class Kernels:
         self.pack_w = bind("itcopy", [long, long, pointer, long, pointer])  # (K, m, W^T, ld, out)
         self.pack_x = bind("oncopy", [long, long, pointer, long, pointer])  # (K, N, x^T, ld, out)
         self.kernel = bind("kernel", [long, long, long, ctype, pointer, pointer, pointer, long])
+        self.one = ctype(1.0)  # the kernel's alpha
         self.depth = 256 if ctype is ctypes.c_double else None  # None: the whole of K
 
 
@@ -127,6 +128,7 @@ class Packed:
                 column += dest.shape[-1]
             self.slabs.append((k0 * size, depth, x_panels, blocks))
             x_panels += depth * N * size
+        self.calls = self._calls()
 
     @staticmethod
     def bytes_needed(W: np.ndarray, xs: np.ndarray) -> tuple[int, int]:
@@ -134,14 +136,27 @@ class Packed:
         K, M = W.shape
         return K * M * W.dtype.itemsize + ALIGN, K * xs.shape[1] * W.dtype.itemsize + ALIGN
 
+    def _calls(self) -> list[tuple]:
+        """Every kernel call of a step, its arguments made ctypes objects once: (function, arguments, the pointer
+        among them that moves with t, its address at t = 0, its step).  Python ints and floats cost ctypes a
+        conversion each, a microsecond a call (LSTM H 256: 10 calls a layer's step)."""
+        k, long, at = self.k, ctypes.c_long, ctypes.c_void_p
+        calls = []
+        for offset, depth, x_panels, blocks in self.slabs:
+            x = at()
+            calls.append((k.pack_x, (long(depth), long(self.N), x, long(self.K), at(x_panels)), x,
+                          self.x_base + offset, self.x_step))
+            for m, panels, dest, step, ldc in blocks:
+                d = at()
+                calls.append((k.kernel, (long(m), long(self.N), long(depth), k.one, at(panels), at(x_panels), d,
+                                         long(ldc)), d, dest, step))
+        return calls
+
     def add(self, t: int) -> None:
         """dests[...][t] += xs[t] @ W."""
-        k, N, K = self.k, self.N, self.K
-        x = self.x_base + t * self.x_step
-        for offset, depth, x_panels, blocks in self.slabs:
-            k.pack_x(depth, N, x + offset, K, x_panels)
-            for m, panels, dest, step, ldc in blocks:
-                k.kernel(m, N, depth, 1.0, panels, x_panels, dest + t * step, ldc)
+        for call, args, moving, start, step in self.calls:
+            moving.value = start + t * step
+            call(*args)
 
 
 # The check's problems, (N, K, part widths, columns a block or None for BLOCK_BYTES'), each run over 2 steps: a
