@@ -125,10 +125,12 @@ def test_a_tuning_that_fails_leaves_the_defaults_and_says_why(checks, monkeypatc
     assert found.why("min streams") == "not measured: crashed (SIGSEGV)" and found.packs("float32")
 
 
-def test_a_tuning_measured_while_the_machine_was_busy_is_not_remembered(checks, tmp_path):
+def test_a_tuning_measured_while_the_machine_was_busy_keeps_the_defaults_for_the_process(checks, tmp_path):
     ran, _ = checks
     CPU_TAKEN[0] = 0.6
-    assert machine.verdict().others == 0.6
+    found = machine.verdict()
+    assert found.others == 0.6 and found.value("min streams") == 16 and found.packs("float32")
+    assert found.why("min streams") == "others took 60% of the CPUs: the default"
     assert not (tmp_path / "xdg" / "charrnn").exists()
     machine.verdict.cache_clear()
     CPU_TAKEN[0] = 0.05

@@ -44,7 +44,7 @@ TIMEOUT = 30.0  # seconds: a check still running then has hung (a check takes a 
 DTYPES = ("float32", "float64")
 AGREES = "agrees"  # what a check that passed saw
 NOT_CHECKED = "not checked: "  # how an answer begins where no check could run (kept for the process only)
-BUSY = 0.25  # a share of the CPUs other processes took while tuning measured, above which it is not cached
+BUSY = 0.25  # a share of the CPUs other processes took while tuning measured, above which the defaults stand
 
 
 def enabled() -> bool:
@@ -59,8 +59,9 @@ class Verdict:
     packed: per dtype name, what packed.check saw in its child: "agrees", or what went wrong ("crashed
     (SIGSEGV)", "timed out after 30 s", a difference from np.matmul, no kernels for this core).
     tuned: per choice of charrnn.fast.tuning, {"value": what was picked, "why": the measurement that decided};
-    a choice not there takes its default.  Measured while others took more than BUSY of the CPUs, a verdict
-    lasts for the process only: the next one measures again."""
+    a choice not there takes its default.  Where other processes took more than BUSY of the CPUs while the
+    tuning measured, its gaps are theirs as much as the candidates': every choice keeps its default, for this
+    process only (the next one measures again)."""
 
     packed: dict[str, str]
     tuned: dict[str, dict] = field(default_factory=dict)
@@ -118,11 +119,15 @@ def verdict() -> Verdict:
         others = contention_meter()
         ok, tuned = in_child(functools.partial(tuning.measure, blas.threads() or 1,
                                                {d: seen == AGREES for d, seen in checked.items()}))
+        busy = others()
         if not ok:  # the defaults stand
             tuned = {name: tuning.choice(value, f"not measured: {tuned}") for name, value in tuning.DEFAULTS.items()}
-        found = Verdict(packed=checked, tuned=tuned, others=others())
+        elif (busy or 0.0) > BUSY:  # gaps that others' load made: the defaults stand, for this process
+            tuned = {name: tuning.choice(tuning.DEFAULTS[name], f"others took {busy:.0%} of the CPUs: the default")
+                     for name in tuned}
+        found = Verdict(packed=checked, tuned=tuned, others=busy)
         seen = (*checked.values(), *(c["why"] for c in tuned.values()))
-        if not any(s.startswith(NOT_CHECKED) for s in seen) and (found.others or 0.0) <= BUSY:
+        if not any(s.startswith(NOT_CHECKED) for s in seen) and (busy or 0.0) <= BUSY:
             save(path, key, found)
     return found
 
