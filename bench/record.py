@@ -18,10 +18,8 @@ import json
 import os
 import platform
 import re
-import resource
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "corpora")]
 from prepare import write_atomic  # noqa: E402  (corpora/prepare.py: temp file, fsync, rename, fsync the folder)
 
 from charrnn.fast import blas  # noqa: E402
+from charrnn.fast.machine import contention_meter  # noqa: E402  (roofline and engines take it from here)
 
 RESULTS = ROOT / "bench" / "results"
 ISA_FLAGS = [("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),  # x86, widest first
@@ -59,30 +58,6 @@ def blas_info() -> dict:
         return {"name": None, "version": None, "core": None, "threads": None}
     return {"name": lib.internal_api, "version": lib.version, "core": getattr(lib, "architecture", None),
             "threads": lib.get_num_threads()}
-
-
-def contention_meter():
-    """Start a meter; calling the result gives the share of all CPUs that other processes (and the
-    hypervisor, as steal) used since. On a shared 2-core machine this says whether a figure is trustworthy."""
-
-    def busy_and_own() -> tuple[float, float]:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-        own = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        return busy, sum(r.ru_utime + r.ru_stime for r in own)
-
-    try:
-        start, wall = busy_and_own(), time.perf_counter()
-    except (OSError, ValueError):
-        return lambda: None  # not Linux: unknown
-
-    def others() -> float:
-        busy, own = busy_and_own()
-        elapsed = (time.perf_counter() - wall) * (os.cpu_count() or 1)
-        return max(0.0, (busy - start[0]) - (own - start[1])) / elapsed if elapsed > 0 else 0.0
-
-    return others
 
 
 def cpus() -> int:

@@ -1,5 +1,6 @@
 """Sampling: the distribution knobs, the fast stepper, priming, stop strings, batches, and `charrnn sample`."""
 
+import dataclasses
 import math
 import select
 import shutil
@@ -19,9 +20,10 @@ import charrnn.core.sample
 from charrnn.cli.commands import SEPARATOR, main
 from charrnn.core.model import ModelConfig
 from charrnn.core.sample import Picker, generate, next_distribution, prime_state, sample_text, stream
-from charrnn.core.stepper import Stepper
+from charrnn.core.stepper import Stepper, batch1_choices
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
+from charrnn.fast import machine, tuning
 from charrnn.runs.train import TrainConfig, Trainer
 from charrnn.store import checkpoint
 from charrnn.store.corpus import corpus_from_text
@@ -57,9 +59,15 @@ CELL_OPTIONS = [("lstm", {}), ("lstm", {"peephole": True}), ("lstm", {"coupled":
 
 
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes 1-D views and transposed weights
+@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes 1-D views and the layout the machine chose
 @pytest.mark.parametrize(("cell", "options"), CELL_OPTIONS)
-def test_stepper_equals_chunk_forward(cell, options, batch, layers):
+@pytest.mark.parametrize(("layout", "threads"), [("transposed", "one"), ("plain", "all")])
+def test_stepper_equals_chunk_forward(cell, options, batch, layers, layout, threads, monkeypatch):
+    monkeypatch.delenv(machine.SWITCH, raising=False)
+    chosen = {"sampler layout": tuning.choice(layout, "a test"), "sampler threads": tuning.choice(threads, "a test")}
+    chosen_verdict = dataclasses.replace(machine.verdict(), tuned=chosen)
+    monkeypatch.setattr(machine, "verdict", lambda: chosen_verdict)
+    assert batch1_choices() == (layout, threads == "one")
     model = random_model(cell, layers=layers, **options)
     x = np.random.default_rng(2).integers(0, 11, (batch, 25))
     state0 = tuple(np.random.default_rng(3).normal(size=s.shape) for s in model.initial_state(batch))

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 from models import random_model
+from test_shards import least_streams
 
 import charrnn.runs.score as score_module
 import charrnn.store.textstream
@@ -97,7 +98,7 @@ def test_batched_records_score_as_each_alone(cell, sharded, monkeypatch):
     records fall into several batches of several chunks, and a block holds only some of them; sharded, each batch
     is split over two worker processes as on a 2-core machine."""
     if sharded:
-        monkeypatch.setattr(shards, "MIN_STREAMS", 1)
+        least_streams(monkeypatch)
         monkeypatch.setattr(score_module, "Sharded", functools.partial(shards.Sharded, cores=2))
     monkeypatch.setattr(score_module, "STREAMS", 3)
     monkeypatch.setattr(score_module, "CHUNK", 5)

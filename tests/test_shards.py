@@ -2,6 +2,7 @@
 BLAS threads are dealt with across the worker processes; the trainer's sharded run is deterministic and resumes
 exactly."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from test_train import arrays, assert_gone, make_trainer, strip_timing
 
 from charrnn.core.model import Model, ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.fast import blas, gemm, machine, shards
+from charrnn.fast import blas, gemm, machine, shards, tuning
 from charrnn.fast.shards import Sharded, WorkerDied, shard_bounds, shard_count
 from charrnn.store import checkpoint
 
@@ -27,10 +28,17 @@ def fast_on(monkeypatch):
     monkeypatch.delenv(machine.SWITCH, raising=False)
 
 
+def least_streams(monkeypatch, streams: int | None = 1):
+    """This machine's verdict, but a shard needs this many streams (None: never shard); by default, shard even
+    tiny batches."""
+    real = machine.verdict()
+    tuned = {**real.tuned, "min streams": tuning.choice(streams, "a test")}
+    monkeypatch.setattr(machine, "verdict", lambda: dataclasses.replace(real, tuned=tuned))
+
+
 @pytest.fixture
 def any_batch(monkeypatch):
-    """Shard even these tiny batches: one stream per shard is enough."""
-    monkeypatch.setattr(shards, "MIN_STREAMS", 1)
+    least_streams(monkeypatch)
 
 
 def make_model(cell, dropout=0.0, layers=2):
@@ -45,10 +53,15 @@ def chunk(model):
     return x, y, state
 
 
-def test_shard_count_gives_each_core_at_least_min_streams():
+def test_shard_count_gives_each_core_at_least_the_streams_the_verdict_says(monkeypatch):
+    least_streams(monkeypatch, 16)
     assert shard_count(32, 2) == 2 and shard_count(64, 8) == 4 and shard_count(200, 2) == 2
     assert shard_count(31, 2) == 1 and shard_count(16, 2) == 1  # too few streams for two shards
     assert shard_count(64, None) == 1 and shard_count(64, 1) == 1  # cores unknown, or one
+    least_streams(monkeypatch, 8)
+    assert shard_count(16, 2) == 2 and shard_count(15, 2) == 1 and shard_count(64, 4) == 4
+    least_streams(monkeypatch, None)  # BLAS's threads beat shards of any size here
+    assert shard_count(64, 2) == 1 and shard_count(1024, 8) == 1
 
 
 def test_no_fork_no_shards(monkeypatch):
@@ -102,11 +115,12 @@ def test_sharded_evaluate_equals_the_whole_batch(any_batch):
     np.testing.assert_allclose(s_final[0], final[0], rtol=1e-12)
 
 
-def test_one_shard_is_the_model_itself():
+def test_one_shard_is_the_model_itself(monkeypatch):
+    least_streams(monkeypatch, 16)
     model = make_model("gru")
     x, y, state = chunk(model)
     loss, grads, _ = model.loss_and_grads(x, y, state)
-    s_loss, s_grads, _ = Sharded(model, cores=2).loss_and_grads(x, y, state)  # 7 < 2 x MIN_STREAMS
+    s_loss, s_grads, _ = Sharded(model, cores=2).loss_and_grads(x, y, state)  # 7 < 2 x the 16 streams a shard needs
     assert s_loss == loss and all(np.array_equal(s_grads[k], grads[k]) for k in grads)
 
 
@@ -216,9 +230,9 @@ def test_a_program_that_never_closes_its_sharded_still_exits(tmp_path):
     """Interpreter exit stops the workers, whatever order the exit handlers run in (multiprocessing's sends
     SIGTERM to its own processes, which a worker would ignore)."""
     code = ("import numpy as np\n"
-            "from charrnn.fast import shards\n"
+            "from charrnn.fast import machine, shards\n"
             "from charrnn.core.model import Model, ModelConfig\n"
-            "shards.MIN_STREAMS = 1\n"
+            "machine.verdict = lambda: machine.Verdict({}, {'min streams': {'value': 1, 'why': 'a test'}})\n"
             "m = Model.create(ModelConfig(vocab_size=5, cell='rnn', hidden=4, layers=1), np.random.default_rng(0))\n"
             "sharded = shards.Sharded(m, cores=2)\n"
             "x = np.zeros((4, 3), np.int64)\n"

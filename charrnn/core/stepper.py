@@ -11,12 +11,14 @@ trailing 1, which carries its bias into that GEMV, as it carries the decoder's b
 0 is the recurrent GEMV plus a row of the input table (a view at batch 1: np.take there costs more than the
 add).  A GRU's candidate gate needs W_hn h apart, so its cell step keeps its own recurrent GEMV.  A standard
 LSTM's gates come out in the order o, i, f, g beside its cell state, for lstm.paired_step.  At batch 1 a step is
-bound by reading the weights (3.2 MB for LSTM 2x256) and by NumPy's cost per call.
+bound by reading the weights (3.2 MB for LSTM 2x256) and by NumPy's cost per call; the weights' layout and BLAS's
+threads for those GEMVs are this machine's measured choices (charrnn.fast.tuning).
 Shapes: N streams, H hidden, G gates, V vocabulary, L layers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -24,16 +26,26 @@ import numpy as np
 from charrnn.core.cells import gru, lstm, rnn
 from charrnn.core.cells.gates import gate_major, quiet
 from charrnn.core.model import Model
+from charrnn.fast import blas, machine, tuning
 
 
-def gemv(x: np.ndarray, W: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """np.matmul's arguments for out = x @ W, x (N, D), W (D, M).  For one stream the weights are stored
-    transposed, (M, D), so that each output is a dot product over contiguous memory: OpenBLAS runs that GEMV
-    faster inside the step (LSTM 2x256: 42 instead of 46 us a step here, 1x512: 36 instead of 43), though not
-    always when timed alone, and at batch 1 sampling is bound by the GEMVs."""
-    if x.shape[0] == 1:
+def gemv(x: np.ndarray, W: np.ndarray, out: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.matmul's arguments for out = x @ W, x (N, D), W (D, M).  For one stream the weights are stored in the
+    layout this machine's verdict chose (charrnn.fast.tuning, "sampler layout"), which OpenBLAS runs as different
+    kernels: "transposed", (M, D), each output a dot product over contiguous memory (on a Zen 3 42 instead of 46
+    us a step of LSTM 2x256 when that was measured), or "plain", (D, M).  At batch 1 sampling is bound by them."""
+    if x.shape[0] == 1 and layout == "transposed":
         return np.ascontiguousarray(W.T), x[0], out[0]
     return x, np.ascontiguousarray(W), out
+
+
+def batch1_choices() -> tuple[str, bool]:
+    """The batch-1 GEMVs' layout, and whether they run on one BLAS thread, as this machine's verdict chose them
+    (charrnn.fast.tuning); with the fast path off, the weights transposed on BLAS's threads."""
+    if not machine.enabled():
+        return "transposed", False
+    chosen = machine.verdict()
+    return chosen.value("sampler layout"), chosen.value("sampler threads") == "one"
 
 
 class Stepper:
@@ -56,6 +68,7 @@ class Stepper:
             self.state = (hs, cells[:, :, 4 * H :])
         else:
             self.state = (hs, *(np.array(s, dtype=dt, copy=True, order="C") for s in state[1:]))
+        layout, one_thread = batch1_choices()
         order = paired_order(H) if paired else slice(None)  # the gates' order in every GEMV's output
         fused = cfg.cell != "gru"  # the recurrent GEMV rides on the input's (a GRU's stays apart: gru_step)
         self.layers = []  # per layer: (the GEMV's matmul arguments or None, its output, what to add, the step)
@@ -73,7 +86,7 @@ class Stepper:
                 x, W, add = self.row[:, (k - 1) * H : (k + 1) * H], np.vstack([W_in, prep["W_sT"]]), bias
             else:  # a GRU's input GEMV; its cell step does the recurrent one
                 x, W, add = self.row[:, (k - 1) * H : k * H], W_in, bias
-            mm = None if x is None else gemv(x, W[:, order], xw)
+            mm = None if x is None else gemv(x, W[:, order], xw, layout)
             h, c = hs[k], self.state[-1][k]  # views of the state, updated in place (c is h without a cell state)
             gates = gate_major(xw, cfg.gates)  # the view the cell steps take
             if paired:
@@ -88,20 +101,26 @@ class Stepper:
                 step = functools.partial(rnn.step, gates, h)
             add = None if add is None else np.ascontiguousarray(add[order])
             self.layers.append((mm, xw[0] if N == 1 else xw, add, step))
+        # BLAS's other threads, handed a GEMV each step, lost 10-50x when another process held their core; the
+        # choice holds for GEMVs as large as it was measured on (setting BLAS's threads costs 4 us a step)
+        measured = min(D * M for D, M in tuning.GEMV_SHAPES)
+        big = any(mm is not None and mm[0].size + mm[1].size >= measured for mm, *_ in self.layers)
+        self.threads = blas.single_threaded() if one_thread and N == 1 and big else contextlib.nullcontext()
         self.logits = np.empty((N, cfg.vocab_size), dt)
         decoder = np.vstack([model.params["decoder.weight"].T, model.params["decoder.bias"]])  # (H + 1, V)
-        self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits)  # [h_{L-1} | 1] @ decoder
+        self.decoder = gemv(self.row[:, (L - 1) * H :], decoder, self.logits, layout)  # [h_{L-1} | 1] @ decoder
 
     def step(self, idx: np.ndarray) -> np.ndarray:
         """idx (N,) characters in -> logits (N, V) for the next ones.  The logits array is reused by the next
         call; the state advances in place."""
         rows = self.table[idx[0]] if len(idx) == 1 else self.table[idx]  # layer 0's inputs: a view at batch 1
-        if self.exp_gates:
-            with quiet():
+        with self.threads:
+            if self.exp_gates:
+                with quiet():
+                    self._layers(rows)
+            else:  # np.tanh only (the RNN): no 2.7 us errstate, a tenth of its batch-1 step
                 self._layers(rows)
-        else:  # np.tanh only (the RNN): no 2.7 us errstate, a tenth of its batch-1 step
-            self._layers(rows)
-        np.matmul(*self.decoder)
+            np.matmul(*self.decoder)
         return self.logits
 
     def _layers(self, rows: np.ndarray) -> None:

@@ -65,10 +65,10 @@ class single_threaded:  # named as the function it stands for: `with blas.single
 
     def __enter__(self):
         self.lib = library()
-        if self.lib is not None:
-            self.before = self.lib.get_num_threads()
+        self.before = None if self.lib is None else self.lib.get_num_threads()
+        if self.before not in (None, 1):  # already on one thread (inside a shard): nothing to set, twice
             self.lib.set_num_threads(1)
 
     def __exit__(self, *exc):
-        if self.lib is not None:
+        if self.before not in (None, 1):
             self.lib.set_num_threads(self.before)

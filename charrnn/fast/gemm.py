@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.fast import blas, machine, packed
-from charrnn.fast.shards import shard_bounds, shard_count
+from charrnn.fast import blas, machine, packed, tuning
+from charrnn.fast.shards import may_shard, shard_bounds, shard_count
 from charrnn.fast.workspace import Workspace
 
 
@@ -48,33 +48,46 @@ def recurrent(ws: Workspace, name: str, W: np.ndarray, xs: np.ndarray, dests: li
     parts = [dest[g] for dest in dests for g in range(len(dest))]  # the kernels' view: consecutive columns
     if packs(W.dtype) and packed.fits(W, xs, parts):
         raw, raw_x = packed.Packed.bytes_needed(W, xs)
+        chosen = machine.verdict()
         return packed.Packed(W, packed.kernels(W.dtype), xs, parts, ws.get(f"{name} packed", (raw,), np.uint8),
-                             ws.get(f"{name} packed x", (raw_x,), np.uint8))
+                             ws.get(f"{name} packed x", (raw_x,), np.uint8), chosen.value("block bytes"),
+                             chosen.value(f"depth {W.dtype.name}"))
     return Plain(W, xs, dests, ws.get(f"{name} product", (xs.shape[1], W.shape[1]), W.dtype))
 
 
 def packs(dtype) -> bool:
     """Whether a chunk of this dtype runs the packed kernels now: the fast path on, BLAS on one thread (np.matmul
-    would split each GEMM over the others), and the kernels passed this machine's check."""
+    would split each GEMM over the others), and the kernels passed this machine's check and were not slower than
+    np.matmul there."""
     return machine.enabled() and blas.threads() == 1 and machine.verdict().packs(dtype)
 
 
 def describe_path(batch: int, dtype="float32") -> str:
     """How a training batch runs on this machine, in a line: shards and BLAS threads, which recurrent GEMM, which
-    BLAS.  E.g. "2 shards of 32 streams on 1 BLAS thread each, packed kernels — OpenBLAS 0.3.31 (Haswell)"."""
+    BLAS, and the measurements that chose them (charrnn.fast.tuning).  E.g. "2 shards of 32 streams on 1 BLAS
+    thread each (16+ streams a shard: shards of 16 1.52x BLAS's threads), packed kernels (1.31x np.matmul,
+    blocks of 256 KiB) — OpenBLAS 0.3.31 (Haswell)"."""
     threads = blas.threads()
     shards = shard_count(batch, threads)
+    dtype = np.dtype(dtype).name
     if shards > 1:
         sizes = sorted({s.stop - s.start for s in shard_bounds(batch, shards)})
         where = f"{shards} shards of {'-'.join(map(str, sizes))} streams on 1 BLAS thread each"
     else:
         where = f"1 process on {threads or 'an unknown number of'} BLAS thread{'' if threads == 1 else 's'}"
     if not machine.enabled():
-        how = f"np.matmul ({machine.SWITCH}=0)"
-    elif shards == 1 and threads != 1:
+        return f"{where}, np.matmul ({machine.SWITCH}=0) — {blas.describe()}"
+    chosen = machine.verdict()
+    if may_shard(threads):
+        least = chosen.value("min streams")
+        where += f" ({'never shards' if least is None else f'{least}+ streams a shard'}: {chosen.why('min streams')})"
+    if shards == 1 and threads != 1:
         how = "np.matmul"  # on BLAS's threads
-    elif machine.verdict().packs(dtype):
-        how = "packed kernels"
+    elif chosen.packs(dtype):
+        how = (f"packed kernels ({chosen.why(f'gemm {dtype}')}, "
+               f"{tuning.label('block bytes', chosen.value('block bytes'))})")
+    elif not chosen.agrees(dtype):
+        how = f"np.matmul (packed kernels: {chosen.packed.get(dtype)})"
     else:
-        how = f"np.matmul (packed kernels: {machine.verdict().packed.get(np.dtype(dtype).name)})"
+        how = f"np.matmul ({chosen.why(f'gemm {dtype}')})"
     return f"{where}, {how} — {blas.describe()}"

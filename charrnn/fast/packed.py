@@ -38,7 +38,7 @@ class Kernels:
     """One dtype's copy routines and kernel, as ctypes functions, and the depth (rows of W) a kernel call takes
     at most.  OpenBLAS's own GEMM never hands a kernel more than its GEMM_Q rows, and Haswell's dgemm kernel copies
     its x panel into a stack buffer sized for 256: a deeper call crashed it (H 512, a shard of 32).  Its sgemm
-    kernels take any depth; float32 keeps K whole, as it always has (cut at 256 it was no faster on the Zen 3).
+    kernels take any depth.  How deep a call goes within these limits is measured per machine (charrnn.fast.tuning).
     check() runs both at depths past these, so a core with other limits fails it instead of crashing training."""
 
     def __init__(self, lib: ctypes.CDLL, prefix: str, suffix: str, ctype):
@@ -52,6 +52,7 @@ class Kernels:
         self.pack_w = bind("itcopy", [long, long, pointer, long, pointer])  # (K, m, W^T, ld, out)
         self.pack_x = bind("oncopy", [long, long, pointer, long, pointer])  # (K, N, x^T, ld, out)
         self.kernel = bind("kernel", [long, long, long, ctype, pointer, pointer, pointer, long])
+        self.one = ctype(1.0)  # the kernel's alpha
         self.depth = 256 if ctype is ctypes.c_double else None  # None: the whole of K
 
 
@@ -93,15 +94,17 @@ def fits(W: np.ndarray, xs: np.ndarray, dests: list[np.ndarray]) -> bool:
 
 
 class Packed:
-    """W (K, M) packed for dests[...][t] += xs[t] @ W, in slabs of the kernels' depth (rows of W), each slab block
-    by block of W's columns.
+    """W (K, M) packed for dests[...][t] += xs[t] @ W, in slabs of a depth (rows of W), each slab block by block of
+    W's columns.
 
     xs: (T, N, K), C-contiguous rows.  dests: the product's columns as consecutive parts, each a (T, N, m) array
     with unit column stride, into which step t adds.  raw, raw_x: uint8 scratch for the packed panels of W and
     of one step's x (see bytes_needed), reused from chunk to chunk.  Check the arrays with fits() first."""
 
     def __init__(self, W: np.ndarray, kernels: Kernels, xs: np.ndarray, dests: list[np.ndarray], raw: np.ndarray,
-                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES):
+                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES, depth: int | None = None):
+        """block_bytes: packed panels a kernel call (a block of W's columns); depth: rows of W a kernel call, None
+        for all, never more than the kernels take (charrnn.fast.tuning measures both)."""
         K, M = W.shape
         N, size = xs.shape[1], W.dtype.itemsize
         self.k, self.N, self.K = kernels, N, K
@@ -109,9 +112,10 @@ class Packed:
         self.x_base, self.x_step = xs.ctypes.data, xs.strides[0]
         x_panels = aligned(raw_x, K * N, W.dtype).ctypes.data
         panels = aligned(raw, K * M, W.dtype).ctypes.data
+        slab = min(depth or K, kernels.depth or K)
         self.slabs = []  # (x's offset in bytes, depth, its packed x, its blocks)
-        for k0 in range(0, K, kernels.depth or K):
-            depth = min(kernels.depth or K, K - k0)
+        for k0 in range(0, K, slab):
+            depth = min(slab, K - k0)
             per_block = max(1, block_bytes // (depth * size))
             blocks = []  # (columns, packed panels, the destination's address at t = 0, t stride, ldc)
             column = 0
@@ -124,6 +128,7 @@ class Packed:
                 column += dest.shape[-1]
             self.slabs.append((k0 * size, depth, x_panels, blocks))
             x_panels += depth * N * size
+        self.calls = self._calls()
 
     @staticmethod
     def bytes_needed(W: np.ndarray, xs: np.ndarray) -> tuple[int, int]:
@@ -131,14 +136,27 @@ class Packed:
         K, M = W.shape
         return K * M * W.dtype.itemsize + ALIGN, K * xs.shape[1] * W.dtype.itemsize + ALIGN
 
+    def _calls(self) -> list[tuple]:
+        """Every kernel call of a step, its arguments made ctypes objects once: (function, arguments, the pointer
+        among them that moves with t, its address at t = 0, its step).  Python ints and floats cost ctypes a
+        conversion each, a microsecond a call (LSTM H 256: 10 calls a layer's step)."""
+        k, long, at = self.k, ctypes.c_long, ctypes.c_void_p
+        calls = []
+        for offset, depth, x_panels, blocks in self.slabs:
+            x = at()
+            calls.append((k.pack_x, (long(depth), long(self.N), x, long(self.K), at(x_panels)), x,
+                          self.x_base + offset, self.x_step))
+            for m, panels, dest, step, ldc in blocks:
+                d = at()
+                calls.append((k.kernel, (long(m), long(self.N), long(depth), k.one, at(panels), at(x_panels), d,
+                                         long(ldc)), d, dest, step))
+        return calls
+
     def add(self, t: int) -> None:
         """dests[...][t] += xs[t] @ W."""
-        k, N, K = self.k, self.N, self.K
-        x = self.x_base + t * self.x_step
-        for offset, depth, x_panels, blocks in self.slabs:
-            k.pack_x(depth, N, x + offset, K, x_panels)
-            for m, panels, dest, step, ldc in blocks:
-                k.kernel(m, N, depth, 1.0, panels, x_panels, dest + t * step, ldc)
+        for call, args, moving, start, step in self.calls:
+            moving.value = start + t * step
+            call(*args)
 
 
 # The check's problems, (N, K, part widths, columns a block or None for BLOCK_BYTES'), each run over 2 steps: a
@@ -148,10 +166,11 @@ class Packed:
 CHECKS = [(32, 512, (512,) * 4, None), (32, 2048, (512,), None), (13, 300, (100, 100, 100), None), (5, 37, (19, 51), 8)]
 
 
-def check(dtype) -> str | None:
-    """Run the dtype's kernels against np.matmul on CHECKS; None when they add the same sums and write nothing
-    else, else what differed.  A kernel whose interface is not the one bound here may crash instead: run this in
-    a child process (charrnn.fast.machine does)."""
+def check(dtype, block_bytes: int = BLOCK_BYTES, depth: int | None = None) -> str | None:
+    """Run the dtype's kernels against np.matmul on CHECKS, in blocks of block_bytes (where a problem names none)
+    and slabs of depth rows; None when they add the same sums and write nothing else, else what differed.  A
+    kernel whose interface is not the one bound here may crash instead: run this in a child process
+    (charrnn.fast.machine does)."""
     dtype = np.dtype(dtype)
     found = kernels(dtype)
     if found is None:
@@ -168,8 +187,8 @@ def check(dtype) -> str | None:
             w[..., margin:-margin] += xs @ W[:, first : first + m]
             first += m
         raw, raw_x = (np.empty(n, np.uint8) for n in Packed.bytes_needed(W, xs))
-        block_bytes = BLOCK_BYTES if columns is None else columns * K * W.dtype.itemsize
-        packed = Packed(W, found, xs, [f[..., margin:-margin] for f in frames], raw, raw_x, block_bytes)
+        block = block_bytes if columns is None else columns * K * W.dtype.itemsize
+        packed = Packed(W, found, xs, [f[..., margin:-margin] for f in frames], raw, raw_x, block, depth)
         for t in range(T):
             packed.add(t)
         if not all(np.allclose(f, w, rtol=tol, atol=tol) for f, w in zip(frames, want, strict=True)):

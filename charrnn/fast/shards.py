@@ -37,18 +37,24 @@ import numpy as np
 from charrnn.errors import CharrnnError
 from charrnn.fast import blas, machine
 
-# Streams per shard, at least.  Split in two on a 2-core Zen 3: B 32 (T 32, LSTM 2x256) ran 1.25x; B 16 ran
-# 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128, whose shard of 8 is too little work
-MIN_STREAMS = 16
 ALIGN = 64  # bytes: every array in an arena starts on its own cache line
 
 
 def shard_count(batch: int, cores: int | None) -> int:
-    """One shard per core (BLAS thread), each of at least MIN_STREAMS streams; 1 where that count is unknown,
-    where workers cannot be forked, or where the fast path is off."""
-    if sys.platform != "linux" or not machine.enabled():  # Linux: fork, and anonymous shared memory it inherits
+    """One shard per core (BLAS thread), each of at least the streams this machine's verdict says a shard needs
+    to beat BLAS's threads (its "min streams", measured by charrnn.fast.tuning: 16 on a 2-core Zen 3, where B 16
+    split in two ran 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128); 1 where that count is
+    unknown, where workers cannot be forked, where the fast path is off or where the verdict says never."""
+    if not may_shard(cores):
         return 1
-    return max(1, min(cores or 1, batch // MIN_STREAMS))
+    min_streams = machine.verdict().value("min streams")
+    return 1 if min_streams is None else max(1, min(cores, batch // min_streams))
+
+
+def may_shard(cores: int | None) -> bool:
+    """Whether a batch may run in shards at all: on Linux (fork, and anonymous shared memory it inherits), with
+    the fast path on, over more than one core."""
+    return sys.platform == "linux" and machine.enabled() and (cores or 1) > 1
 
 
 def shard_bounds(batch: int, shards: int) -> list[slice]:
