@@ -4,7 +4,7 @@ bias started at 0 (charrnn) and at 1 (the common advice, Gers et al. 2000; Jozef
 Everything else is identical: tiny-shakespeare (last 10% held out), the trainer's streams (B=64, T=64, state
 carried), LSTM 2x256, charrnn's init otherwise, Adam 2e-3 constant, norm clip 5, seed 0.  When torch is
 importable, PyTorch's nn.LSTM with its own init (uniform biases, no forget bias) trains on the same streams as a
-third run.  Prints train and validation loss every --every steps and writes bench/results/forget_bias.json.
+third run.  Prints train and validation loss every --every steps and saves them with bench/record.py.
 
     python bench/forget_bias.py [CORPUS] [--steps 1000] [--every 250]
 """
@@ -12,7 +12,6 @@ third run.  Prints train and validation loss every --every steps and writes benc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import record  # noqa: E402
 import torch_peer  # noqa: E402
 
 from charrnn.core.model import Model, ModelConfig  # noqa: E402
@@ -32,7 +32,6 @@ from charrnn.runs.train import validate  # noqa: E402
 from charrnn.store.corpus import read_corpus  # noqa: E402
 from charrnn.store.export import from_torch  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "forget_bias.json"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
@@ -109,9 +108,7 @@ def main() -> None:
     else:
         torch.set_num_threads(torch_peer.numpy_threads())
         results["torch"] = run_torch(torch, train, val, len(corpus.vocab), args.steps, args.every)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
-    print(f"wrote {RESULTS}")
+    record.save("forget_bias", {"steps": args.steps, "curves": results})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Trains through the real command line (`python -m charrnn train`) with the given preset and options on a corpus
 (default: ../shared/data/tinyshakespeare.txt, last 10% held out, as in nanoGPT and PERF-NOTES) for a time
 limit, then prints the validation curve (nats and bits per character against training time) and the best
-value, and writes bench/results/quality-NAME.json.
+value, and saves them with bench/record.py as benchmark quality-NAME.  The run's checkpoints stay in
+bench/runs/quality-NAME (not committed).
 
     python bench/quality.py [CORPUS] [--time-limit 10m] [--name NAME] [-- extra charrnn train options]
 """
@@ -11,7 +12,6 @@ value, and writes bench/results/quality-NAME.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RUNS = ROOT / "bench" / "runs"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: charrnn train options
     name = args.name or args.preset
-    out = RESULTS / f"quality-{name}"
+    out = RUNS / f"quality-{name}"
     command = [sys.executable, "-m", "charrnn", "train", str(args.corpus), "--preset", args.preset,
                "--time-limit", args.time_limit, "--val-frac", "0.1", "--save-every", "100000", "--out", str(out),
                "--overwrite", "--quiet", *(["--eval-every", args.eval_every] if args.eval_every else []), *extra]
@@ -46,6 +46,9 @@ def main() -> None:
     wall = time.monotonic() - started
 
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import record
+
     from charrnn.store import checkpoint
 
     meta = checkpoint.load(out / "latest.npz").meta
@@ -60,11 +63,11 @@ def main() -> None:
     best = meta["best_val_loss"]
     print(f"best val {best:.4f} nats/char = {best / math.log(2):.3f} bits/char at step {meta['best_step']}; "
           f"{meta['progress']['chars_seen']:,} characters in {wall / 60:.1f} min wall time")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"quality-{name}.json").write_text(json.dumps(
-        {"command": command, "model": meta["model"], "train": meta["train"], "best_val_loss": best,
-         "best_step": meta["best_step"], "wall_seconds": wall, "chars_seen": meta["progress"]["chars_seen"],
-         "curve": curve}, indent=1))
+    record.save(f"quality-{name}", {
+        "preset": args.preset, "time_limit": args.time_limit, "eval_every": args.eval_every, "options": extra,
+        "corpus": args.corpus.name, "train_command": command, "model": meta["model"], "train": meta["train"],
+        "best_val_loss": best, "best_step": meta["best_step"], "steps": meta["progress"]["step"], "wall_seconds": wall,
+        "chars_seen": meta["progress"]["chars_seen"], "curve": curve})
 
 
 if __name__ == "__main__":

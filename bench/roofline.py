@@ -11,7 +11,7 @@ Shapes (N batch, T time, H hidden, G gates: 1 RNN, 3 GRU, 4 LSTM), per layer and
 
 Run: python bench/roofline.py [--quick] [--rounds N]. Measures "as configured" (this environment) and
 "autodetected" (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed) in a child process, because OpenBLAS reads
-them when NumPy is imported. Writes bench/results/roofline.json. step_gemm_gflops / chunk_gemm_gflops give
+them when NumPy is imported. Saves its figures with bench/record.py. step_gemm_gflops / chunk_gemm_gflops give
 the roofline for MFU in the calling process (same environment, same moment).
 """
 
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import io
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from charrnn.fast import blas  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
+from record import blas_info, contention_meter  # noqa: E402
 
 PINNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # what the autodetected child runs without
 HIDDENS = (128, 256, 512)
@@ -43,7 +42,6 @@ BATCH = 64  # N, the training batch
 SEQ_LEN = 64  # T, the TBPTT chunk
 SQUARE = 2048  # large-GEMM ceiling
 BUSY = 0.05  # share of the CPUs used by other processes above which a figure is flagged
-RESULTS = Path(__file__).resolve().parent / "results" / "roofline.json"
 _rng = np.random.default_rng(0)
 
 
@@ -120,51 +118,6 @@ def chunk_gemm_gflops(hidden: int, gates: int, batch: int = BATCH, seq_len: int 
     return _mix_gflops(gemm_shapes(hidden, gates, batch, seq_len), chunk_weights(seq_len), **kw)
 
 
-def blas_info() -> dict:
-    """Which BLAS, kernels (core) and thread count NumPy uses: threadpoolctl if importable, else ctypes."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        for p in threadpool_info():  # NumPy's BLAS, not torch's if torch is loaded too
-            if p.get("user_api") == "blas" and "numpy" in p.get("filepath", ""):
-                version = f"{p.get('internal_api')} {p.get('version')}"
-                return {"source": "threadpoolctl", "core": p.get("architecture"),
-                        "threads": p.get("num_threads"), "version": version}
-    except ImportError:
-        pass
-    info = {"source": "os.cpu_count", "core": None, "threads": os.cpu_count(), "version": None}
-    lib = blas.openblas()  # NumPy's OpenBLAS, already loaded (charrnn.fast.blas)
-    config = blas.symbol(lib, "get_config") if lib else None
-    if config and blas.core_name() and blas.threads():
-        config.restype = ctypes.c_char_p
-        info.update(source="ctypes", core=blas.core_name(), threads=blas.threads(), version=config().decode().strip())
-    return info
-
-
-def contention_meter():
-    """Start a meter; calling the result gives the share of all CPUs that other processes (and the
-    hypervisor, as steal) used since. On a shared 2-core machine this says whether a figure is trustworthy."""
-
-    def busy_and_own() -> tuple[float, float]:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-        own = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        return busy, sum(r.ru_utime + r.ru_stime for r in own)
-
-    try:
-        start, wall = busy_and_own(), time.perf_counter()
-    except (OSError, ValueError):
-        return lambda: None  # not Linux: unknown
-
-    def others() -> float:
-        busy, own = busy_and_own()
-        elapsed = (time.perf_counter() - wall) * (os.cpu_count() or 1)
-        return max(0.0, (busy - start[0]) - (own - start[1])) / elapsed if elapsed > 0 else 0.0
-
-    return others
-
-
 def runtime_text() -> str:
     """numpy.show_runtime() as text (it prints; names the BLAS only when threadpoolctl is installed)."""
     buf = io.StringIO()
@@ -224,7 +177,7 @@ def print_report(label: str, res: dict, base: dict | None = None) -> None:
     env = ", ".join(f"{k}={v}" for k, v in res["env"].items())
     b = res["blas"]
     print(f"\n== {label}: {env}")
-    print(f"   BLAS: {b['version']} | kernels: {b['core']} | threads: {b['threads']} (via {b['source']})")
+    print(f"   BLAS: {b['name']} {b['version']} | kernels: {b['core']} | threads: {b['threads']}")
     cols = ("step fwd", "step dh", "chunk proj", "chunk dW", "step", "chunk")
     print(f"   {'cell':<5}{'H':>5} " + "".join(f"{c:>11}" for c in cols) + f"{'spread':>8}"
           + ("  chunk vs configured" if base else ""))
@@ -268,10 +221,7 @@ def main() -> None:
     print_report("as configured", configured)
     print_report("autodetected", autodetected, base=configured)
     print(f"\n({elapsed:.1f} s)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"configured": configured, "autodetected": autodetected,
-                                   "seconds": elapsed}, indent=1))
-    print(f"wrote {RESULTS}")
+    record.save("roofline", {"configured": configured, "autodetected": autodetected, "seconds": elapsed})
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ element-wise ops) plus the softmax and the draw on a V-sized vector.  Random wei
 them.  When torch is importable, bench/torch_peer.sample_speed runs the same model in this process.
 
     python bench/sample_speed.py [--chars 5000] [--no-torch]
+
+Saves its figures with bench/record.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
 import torch_peer  # noqa: E402
 
 from charrnn.core.model import Model, ModelConfig  # noqa: E402
@@ -26,7 +28,6 @@ from charrnn.core.vocab import Vocab  # noqa: E402
 
 CONFIGS = [("lstm", 2, 256), ("lstm", 1, 512), ("gru", 1, 256), ("rnn", 1, 256)]
 VOCAB = Vocab(chr(c) for c in range(32, 97))  # 65 symbols, like tiny-shakespeare
-RESULTS = Path(__file__).resolve().parent / "results" / "sample_speed.json"
 
 
 def charrnn_speed(cell: str, layers: int, hidden: int, chars: int, rounds: int = 3) -> float:
@@ -61,9 +62,7 @@ def main() -> None:
                      "torch_chars_per_s": theirs, "ratio": speed / theirs if theirs else None})
         tail = f"{theirs:>10,.0f}{speed / theirs:>7.2f}" if theirs else f"{'-':>10}{'-':>7}"
         print(f"{cell.upper()} {layers}x{hidden:<5}{speed:>10,.0f}{tail}", flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows}, indent=1))
-    print(f"wrote {RESULTS}")
+    record.save("sample_speed", {"chars": args.chars, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ is its own; training's data-parallel worker processes (charrnn.fast.shards) are 
 one's peak (pages they share with the trainer, such as NumPy's code, count in both).
 
     python bench/scale.py [--sizes 10,100,1000] [--kinds ascii,utf8] [--steps 50]
+
+Saves its figures with bench/record.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "scale.json"
+sys.path.insert(0, str(ROOT / "bench"))
+import record  # noqa: E402
+
 WORDS = {
     "ascii": "the of and to a in that is was he for it with as his on be at by I had not are but from or have an "
              "they which one you were her all she there would their we him been has when who will more no if out "
@@ -132,9 +136,7 @@ def main() -> None:
                   f"{cached['seconds']:>14.3f}{train_rss:>13.0f}{worker_rss:>14.0f}{train['chars_per_s']:>14,.0f}"
                   f"{eval_read:>26}",
                   flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows}, indent=1))
-    print(f"wrote {RESULTS}")
+    record.save("scale", {"steps": args.steps, "rows": rows})
 
 
 if __name__ == "__main__":

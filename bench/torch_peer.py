@@ -5,7 +5,7 @@ Linear head, cross-entropy, Adam 2e-3, clip 5, carried state), same thread count
 fastest path per case (oneDNN on/off, and for sampling nn.LSTM vs per-layer cells and 1 vs N threads, are
 probed, not assumed) and glibc's allocator tuned as PERF-NOTES describes (--malloc default to compare).
 torch is imported lazily: without it every function returns None.
-Run: python bench/torch_peer.py [--quick] [--steps N] [--malloc default]; writes bench/results/torch_peer.json
+Run: python bench/torch_peer.py [--quick] [--steps N] [--malloc default]; saves its figures with bench/record.py
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "torch_peer.json"
+import record
+
 TRAIN_CONFIGS = [("LSTM", 1, 128), ("LSTM", 1, 256), ("LSTM", 1, 512), ("LSTM", 2, 256), ("LSTM", 2, 512),
                  ("GRU", 1, 256), ("RNN", 1, 256)]  # (cell, layers, hidden)
 SAMPLE_CONFIGS = [("LSTM", 2, 256), ("LSTM", 1, 512)]
@@ -46,13 +45,8 @@ def _meter():
 
 
 def numpy_threads() -> int:
-    """NumPy's BLAS thread count (roofline.blas_info: threadpoolctl, else OpenBLAS itself, else
-    os.cpu_count()), so both peers get as many threads."""
-    try:
-        from roofline import blas_info
-    except ImportError:
-        return os.cpu_count() or 1
-    return blas_info()["threads"] or os.cpu_count() or 1
+    """NumPy's BLAS thread count (record.blas_info), else os.cpu_count(), so both peers get as many threads."""
+    return record.blas_info()["threads"] or os.cpu_count() or 1
 
 
 def tune_malloc() -> bool:
@@ -250,11 +244,8 @@ def main() -> None:
     if any((r.get("others_cpu") or 0) > BUSY for r in train + sample):
         print("\n'!' rows: other processes were using the CPUs; their figures are low and noisy")
     print(f"\n({elapsed:.1f} s)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"torch": torch.__version__, "malloc": "tuned" if malloc else "default",
-                                   "numpy_threads": numpy_threads(), "train": train, "sample": sample,
-                                   "seconds": elapsed}, indent=1))
-    print(f"wrote {RESULTS}")
+    record.save("torch_peer", {"torch": torch.__version__, "malloc": "tuned" if malloc else "default",
+                               "numpy_threads": numpy_threads(), "train": train, "sample": sample, "seconds": elapsed})
 
 
 if __name__ == "__main__":

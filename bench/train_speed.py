@@ -13,12 +13,14 @@ When torch is importable, the same configuration runs in PyTorch on the CPU (ben
 alternating with charrnn in this process, and the ratio is printed.
 
     python bench/train_speed.py [--quick] [--rounds N] [--no-torch] [--only gru-1x256,lstm-2x256]
+
+The whole grid's figures are saved with bench/record.py; a run with --only prints its subset and saves nothing,
+so the saved table stays one run's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ab  # noqa: E402
+import record  # noqa: E402
 import roofline  # noqa: E402
 import torch_peer  # noqa: E402
 
@@ -33,7 +36,6 @@ CONFIGS = [("lstm", 1, 128), ("lstm", 1, 256), ("lstm", 1, 512), ("lstm", 2, 256
            ("gru", 1, 256), ("rnn", 1, 256)]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 VOCAB, BATCH, SEQ_LEN = ab.VOCAB, 64, 64  # the vocabulary of ab.trainer's model
-RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
 
 def flops_per_char(cell: str, layers: int, hidden: int, vocab: int = VOCAB) -> float:
@@ -42,15 +44,19 @@ def flops_per_char(cell: str, layers: int, hidden: int, vocab: int = VOCAB) -> f
     return 3.0 * forward
 
 
-def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3) -> float:
-    """chars/s of charrnn's training step (median over steps after warm-up), state carried between chunks."""
-    step = ab.trainer("charrnn", cell, layers, hidden, BATCH, SEQ_LEN)
+def chars_per_s(step, chars: int, steps: int, warmup: int = 3) -> float:
+    """chars (a step's characters) over the median time of step() after warm-up."""
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return BATCH * SEQ_LEN / statistics.median(times[warmup:])
+    return chars / statistics.median(times[warmup:])
+
+
+def charrnn_speed(cell: str, layers: int, hidden: int, steps: int, warmup: int = 3) -> float:
+    """chars/s of charrnn's training step (median over steps after warm-up), state carried between chunks."""
+    return chars_per_s(ab.trainer("charrnn", cell, layers, hidden, BATCH, SEQ_LEN), BATCH * SEQ_LEN, steps, warmup)
 
 
 def main() -> None:
@@ -99,10 +105,11 @@ def main() -> None:
         torch_text = f"{torch_speed:>10,.0f}{speed / torch_speed:>7.2f}" if torch_speed else f"{'-':>10}{'-':>7}"
         print(f"{cell.upper()} {layers}x{hidden:<5}{speed:>10,.0f}{flops / 1e6:>10.2f}{achieved:>9.0f}{roof:>7.0f}"
               f"{achieved / roof:>6.0%}{torch_text}", flush=True)
-    results = RESULTS.with_name(f"train_speed-{args.only}.json") if args.only else RESULTS  # a subset: its own file
-    results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps({"blas": roofline.blas_info(), "rows": rows}, indent=1))
-    print(f"wrote {results}")
+    if args.only:
+        print("a subset (--only): not saved")
+    else:
+        record.save("train_speed", {"batch": BATCH, "seq_len": SEQ_LEN, "steps": steps, "rounds": args.rounds,
+                                    "rows": rows})
 
 
 if __name__ == "__main__":

@@ -51,16 +51,16 @@ def lstm_step(x, state, p, peephole=False, coupled=False):
 
 
 def run(model, x, state, masks=None):
-    """Logits (T*N, V) in time-major order and the final state, for a charrnn Model's parameters."""
+    """Logits (T*N, V) in time-major order and the final state, for a charrnn Model's parameters.
+    x: (N, T) character indices, or (N, T, V) input vectors (one-hot, or perturbed for a gradient check)."""
     cfg = model.cfg
-    N, T = x.shape
+    N, T = x.shape[:2]
     V = cfg.vocab_size
     state = [s.copy() for s in state]
     logits = np.zeros((T, N, V))
     for n in range(N):
         for t in range(T):
-            inp = np.zeros(V)
-            inp[x[n, t]] = 1.0
+            inp = x[n, t] if x.ndim == 3 else np.eye(V)[x[n, t]]
             for k in range(cfg.layers):
                 p = model.layer(k)
                 layer_state = tuple(s[k, n] for s in state)

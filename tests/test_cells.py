@@ -7,7 +7,8 @@ import pytest
 
 from charrnn.core.model import Model, ModelConfig, cross_entropy
 from charrnn.core.stepper import Stepper
-from charrnn.fast import blas, packed, workspace
+from charrnn.fast import blas, machine, packed, workspace
+from charrnn.fast import gemm as gemm_module
 
 CELL_OPTIONS = [
     dict(cell="rnn"),
@@ -26,25 +27,27 @@ def case_id(case):
 
 @pytest.fixture(params=["matmul", "packed"])
 def gemm(request, monkeypatch):
-    """Both ways a chunk runs its recurrent GEMMs: np.matmul, or OpenBLAS's kernels on weights packed once a chunk
-    (charrnn.fast.packed), which a chunk takes when BLAS runs on one thread, as in a shard."""
+    """Both ways a chunk runs its recurrent GEMMs (charrnn.fast.gemm): np.matmul, or OpenBLAS's kernels on weights
+    packed once a chunk, which a chunk takes when BLAS runs on one thread (as in a shard) and the kernels passed
+    this machine's check.  Fails when the other way ran."""
     if request.param == "matmul":
-        monkeypatch.setattr(packed, "kernels", lambda dtype: None)
-        yield request.param
-        return
-    if packed.kernels(np.float64) is None:
-        pytest.skip("no OpenBLAS kernels to pack for here")
+        monkeypatch.setenv(machine.SWITCH, "0")
+    elif not machine.enabled():
+        pytest.skip(f"the fast path is off ({machine.SWITCH}=0)")
+    elif not machine.verdict().packs(np.float64):
+        pytest.skip(f"no packed kernels here: {machine.verdict().packed['float64']}")
+    module, name = (gemm_module, "Plain") if request.param == "matmul" else (packed, "Packed")
     made = []
 
-    class Counted(packed.Packed):
+    class Counted(getattr(module, name)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(packed, "Packed", Counted)
+    monkeypatch.setattr(module, name, Counted)
     with blas.single_threaded():
         yield request.param
-    assert made, "the packed GEMMs never ran"
+    assert made, f"the {request.param} GEMMs never ran"
 
 
 def make(case, dropout=0.0, V=5, H=4, N=3, T=5, seed=0):

@@ -174,6 +174,7 @@ def test_environment_variables_set_options_and_the_command_line_wins(tmp_path, c
     bad = CliRunner(env={"CHARRNN_TRAIN_HIDDEN": "-3"}).invoke(main, ["train", str(corpus), "--out", str(tmp_path)])
     assert_one_line_error(bad, 2, "-3 is not in the range 1<=x<2^63")
     assert "CHARRNN_TRAIN_LR" in CliRunner().invoke(main, ["--help"]).output
+    assert "CHARRNN_TRAIN_LR" in CliRunner().invoke(main, ["train", "--help"]).output
 
 
 def test_help_groups_options_and_shows_defaults():

@@ -413,3 +413,18 @@ def test_eval_batches_too_short(n):
 @given(n=st.integers(0, 400), batch_size=st.integers(1, 9), seq_len=st.integers(1, 20))
 def test_eval_batches_property(n, batch_size, seq_len):
     check_eval_coverage(n, batch_size, seq_len)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(2, 400), batch_size=st.integers(1, 9), seq_len=st.integers(1, 20), limit=st.integers(1, 500))
+def test_eval_batches_limit_takes_the_start_of_every_stream(n, batch_size, seq_len, limit):
+    """With a limit, each of the B streams predicts its first limit // B characters (at least one), never more
+    than the whole split would: B windows spread evenly over the split."""
+    data = np.arange(n)
+    whole = list(eval_batches(data, batch_size, seq_len))
+    cut = list(eval_batches(data, batch_size, seq_len, limit))
+    B = whole[0][0].shape[0]
+    rows = np.concatenate([x for x, _ in whole], axis=1)
+    want = min(rows.shape[1], max(1, limit // B))
+    got = np.concatenate([x for x, _ in cut], axis=1)
+    np.testing.assert_array_equal(got, rows[:, :want])

@@ -295,7 +295,7 @@ def use(path, ck: checkpoint.Checkpoint, rng) -> None:
         corpus = corpus_from_text(text[:20_000], "any.txt").reindexed(resumed.vocab)
         train = TrainConfig.from_dict({**settings, "steps": resumed.meta["progress"]["step"] + 1})
         trainer = Trainer(corpus, resumed.model.cfg, train, path.parent / "resumed", resume=resumed)
-        trainer.train_step()
+        trainer.train_step(trainer.lr)
 
 
 def same_as(ck: checkpoint.Checkpoint, good_arrays) -> bool:

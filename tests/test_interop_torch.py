@@ -17,6 +17,7 @@ from charrnn.store.corpus import corpus_from_text
 from charrnn.store.export import from_torch
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 TEXT = ("It was the best of times, it was the worst of times; it was the age of wisdom, "
         "it was the age of foolishness.\n") * 10

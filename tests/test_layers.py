@@ -1,8 +1,8 @@
 """The architecture holds: each part imports only the parts below it, and only the face talks to the terminal.
 
-Layers, bottom to top: errors, fast (speed machinery), core (the maths), store (disk), runs (what a command does),
-cli (the face).  Read from the source with ast, so a violation anywhere in a module (a lazy import inside a
-function too) fails here.
+Layers, bottom to top: errors, fast (speed machinery), core (the maths), store (disk), engines (what runs a training
+step), runs (what a command does), cli (the face); torch is the torch engine's alone.  Read from the source with
+ast, so a violation anywhere in a module (a lazy import inside a function too) fails here.
 """
 
 import ast
@@ -13,8 +13,9 @@ import pytest
 import charrnn
 
 ROOT = Path(charrnn.__file__).parent
-LAYERS = ["errors", "fast", "core", "store", "runs", "cli"]  # bottom to top
+LAYERS = ["errors", "fast", "core", "store", "engines", "runs", "cli"]  # bottom to top
 TERMINAL = {"click", "rich", "tqdm"}  # libraries only the face may import
+TORCH = ROOT / "engines" / "torch"  # the only folder that may import torch
 
 
 def part(module: str) -> str | None:
@@ -48,13 +49,16 @@ SOURCES = sorted(p for p in ROOT.rglob("*.py") if part(module(p)))
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_a_module_imports_only_from_its_own_part_and_the_parts_below(path):
+def test_a_module_imports_only_what_its_part_may(path):
     own = part(module(path))
     above = {name for name in imports(path) if part(name) and LAYERS.index(part(name)) > LAYERS.index(own)}
     assert not above, f"{path.relative_to(ROOT)} ({own}) imports from a layer above it: {sorted(above)}"
     if own != "cli":
         terminal = {name for name in imports(path) if name.split(".")[0] in TERMINAL}
         assert not terminal, f"{path.relative_to(ROOT)} talks to the terminal: {sorted(terminal)}"
+    if not path.is_relative_to(TORCH):
+        torch = {name for name in imports(path) if name.split(".")[0] == "torch"}
+        assert not torch, f"{path.relative_to(ROOT)} imports torch, which only the torch engine may: {sorted(torch)}"
 
 
 def test_every_module_belongs_to_a_part():
@@ -62,7 +66,7 @@ def test_every_module_belongs_to_a_part():
     assert not loose, f"modules outside the parts: {loose}"
 
 
-@pytest.mark.parametrize("folder", [ROOT / name for name in LAYERS[1:]] + [ROOT / "core" / "cells"],
+@pytest.mark.parametrize("folder", [ROOT / name for name in LAYERS[1:]] + [ROOT / "core" / "cells", TORCH],
                          ids=lambda p: p.name)
 def test_every_folder_says_what_lives_there_and_what_it_may_import(folder):
     doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""

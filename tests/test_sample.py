@@ -1,5 +1,6 @@
 """Sampling: the distribution knobs, the fast stepper, priming, stop strings, batches, and `charrnn sample`."""
 
+import dataclasses
 import math
 import select
 import shutil
@@ -13,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from models import random_model
 
 import charrnn.core.sample
 from charrnn.cli.commands import SEPARATOR, main
-from charrnn.core.model import Model, ModelConfig
+from charrnn.core.model import ModelConfig
 from charrnn.core.sample import Picker, generate, next_distribution, prime_state, sample_text, stream
-from charrnn.core.stepper import Stepper
+from charrnn.core.stepper import Stepper, batch1_choices
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
+from charrnn.fast import machine, tuning
 from charrnn.runs.train import TrainConfig, Trainer
 from charrnn.store import checkpoint
 from charrnn.store.corpus import corpus_from_text
@@ -47,16 +50,6 @@ def prose(tmp_path_factory) -> Path:
     return train(tmp_path_factory.mktemp("prose"), PROSE * 8, steps=60, hidden=32)
 
 
-def random_model(cell="lstm", V=11, H=8, layers=2, dtype="float64", seed=0, **options) -> Model:
-    """Random weights with non-trivial biases, so every code path carries signal."""
-    model = Model.create(ModelConfig(vocab_size=V, cell=cell, hidden=H, layers=layers, dtype=dtype, **options),
-                         np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.params.values():
-        p += rng.normal(0, 0.5, p.shape).astype(p.dtype)
-    return model
-
-
 VOCAB = Vocab("\nabcdefghij")  # 11 symbols, for random_model()
 
 # -- the stepper --------------------------------------------------------------------------------------------------
@@ -66,9 +59,15 @@ CELL_OPTIONS = [("lstm", {}), ("lstm", {"peephole": True}), ("lstm", {"coupled":
 
 
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes 1-D views and transposed weights
+@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes 1-D views and the layout the machine chose
 @pytest.mark.parametrize(("cell", "options"), CELL_OPTIONS)
-def test_stepper_equals_chunk_forward(cell, options, batch, layers):
+@pytest.mark.parametrize(("layout", "threads"), [("transposed", "one"), ("plain", "all")])
+def test_stepper_equals_chunk_forward(cell, options, batch, layers, layout, threads, monkeypatch):
+    monkeypatch.delenv(machine.SWITCH, raising=False)
+    chosen = {"sampler layout": tuning.choice(layout, "a test"), "sampler threads": tuning.choice(threads, "a test")}
+    chosen_verdict = dataclasses.replace(machine.verdict(), tuned=chosen)
+    monkeypatch.setattr(machine, "verdict", lambda: chosen_verdict)
+    assert batch1_choices() == (layout, threads == "one")
     model = random_model(cell, layers=layers, **options)
     x = np.random.default_rng(2).integers(0, 11, (batch, 25))
     state0 = tuple(np.random.default_rng(3).normal(size=s.shape) for s in model.initial_state(batch))
@@ -207,6 +206,16 @@ def test_a_longer_sample_starts_with_the_shorter_one(prose):
     long = sample_text(ck.model, ck.vocab, 3000, np.random.default_rng(5), temperature=0.9)
     assert long.startswith(short) and len(long) == 3000 and len(set(long)) > 10
 
+
+
+def test_a_sample_stops_when_asked(prose):
+    """Training's samples end at a Ctrl-C: stop() is asked after every character."""
+    ck = checkpoint.load(prose)
+    asked = []
+    text = sample_text(ck.model, ck.vocab, 500, np.random.default_rng(5), prime="ab",
+                       stop=lambda: asked.append(1) or len(asked) > 7)
+    whole = sample_text(ck.model, ck.vocab, 500, np.random.default_rng(5), prime="ab")
+    assert text == whole[: len(text)] and len(text) == len("ab") + 7
 
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(temperature=-1), dict(temperature=math.nan),
                                  dict(top_k=0), dict(top_p=0), dict(top_p=1.5), dict(num_samples=0)])

@@ -2,6 +2,7 @@
 BLAS threads are dealt with across the worker processes; the trainer's sharded run is deterministic and resumes
 exactly."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,17 +15,30 @@ from test_train import arrays, assert_gone, make_trainer, strip_timing
 
 from charrnn.core.model import Model, ModelConfig
 from charrnn.errors import CharrnnError
-from charrnn.fast import blas, packed, shards
+from charrnn.fast import blas, gemm, machine, shards, tuning
 from charrnn.fast.shards import Sharded, WorkerDied, shard_bounds, shard_count
 from charrnn.store import checkpoint
 
 V, N, T = 11, 7, 6
 
 
+@pytest.fixture(autouse=True)
+def fast_on(monkeypatch):
+    """Sharding is what these tests test: on, whatever CHARRNN_FAST says (CI's second pass sets it to 0)."""
+    monkeypatch.delenv(machine.SWITCH, raising=False)
+
+
+def least_streams(monkeypatch, streams: int | None = 1):
+    """This machine's verdict, but a shard needs this many streams (None: never shard); by default, shard even
+    tiny batches."""
+    real = machine.verdict()
+    tuned = {**real.tuned, "min streams": tuning.choice(streams, "a test")}
+    monkeypatch.setattr(machine, "verdict", lambda: dataclasses.replace(real, tuned=tuned))
+
+
 @pytest.fixture
 def any_batch(monkeypatch):
-    """Shard even these tiny batches: one stream per shard is enough."""
-    monkeypatch.setattr(shards, "MIN_STREAMS", 1)
+    least_streams(monkeypatch)
 
 
 def make_model(cell, dropout=0.0, layers=2):
@@ -39,10 +53,15 @@ def chunk(model):
     return x, y, state
 
 
-def test_shard_count_gives_each_core_at_least_min_streams():
+def test_shard_count_gives_each_core_at_least_the_streams_the_verdict_says(monkeypatch):
+    least_streams(monkeypatch, 16)
     assert shard_count(32, 2) == 2 and shard_count(64, 8) == 4 and shard_count(200, 2) == 2
     assert shard_count(31, 2) == 1 and shard_count(16, 2) == 1  # too few streams for two shards
     assert shard_count(64, None) == 1 and shard_count(64, 1) == 1  # cores unknown, or one
+    least_streams(monkeypatch, 8)
+    assert shard_count(16, 2) == 2 and shard_count(15, 2) == 1 and shard_count(64, 4) == 4
+    least_streams(monkeypatch, None)  # BLAS's threads beat shards of any size here
+    assert shard_count(64, 2) == 1 and shard_count(1024, 8) == 1
 
 
 def test_no_fork_no_shards(monkeypatch):
@@ -72,6 +91,21 @@ def test_sharded_loss_grads_and_state_equal_the_whole_batch(any_batch, cell):
     assert rng_sharded.random() == rng_whole.random()  # the masks came from the same draws
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sharded_surprisal_equals_the_whole_batch(any_batch, cell):
+    """Every stream's every surprisal, in order, from uneven shards; the same sum as evaluate's."""
+    model = make_model(cell)
+    x, y, state = chunk(model)
+    nats, final = model.surprisal(x, y, state)
+    s_nats, s_final = Sharded(model, cores=3).surprisal(x, y, state)
+    assert s_nats.shape == (N, T)
+    np.testing.assert_allclose(s_nats, nats, rtol=1e-12)
+    for a, b in zip(s_final, final, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert nats.sum() == pytest.approx(model.evaluate(x, y, state)[0], rel=1e-12)
+    assert nats[2, 3] == pytest.approx(model.surprisal(x[2:3], y[2:3], tuple(s[:, 2:3] for s in state))[0][0, 3])
+
+
 def test_sharded_evaluate_equals_the_whole_batch(any_batch):
     model = make_model("lstm")
     x, y, state = chunk(model)
@@ -81,11 +115,12 @@ def test_sharded_evaluate_equals_the_whole_batch(any_batch):
     np.testing.assert_allclose(s_final[0], final[0], rtol=1e-12)
 
 
-def test_one_shard_is_the_model_itself():
+def test_one_shard_is_the_model_itself(monkeypatch):
+    least_streams(monkeypatch, 16)
     model = make_model("gru")
     x, y, state = chunk(model)
     loss, grads, _ = model.loss_and_grads(x, y, state)
-    s_loss, s_grads, _ = Sharded(model, cores=2).loss_and_grads(x, y, state)  # 7 < 2 x MIN_STREAMS
+    s_loss, s_grads, _ = Sharded(model, cores=2).loss_and_grads(x, y, state)  # 7 < 2 x the 16 streams a shard needs
     assert s_loss == loss and all(np.array_equal(s_grads[k], grads[k]) for k in grads)
 
 
@@ -141,14 +176,14 @@ def test_a_dead_worker_keeps_every_finished_step(tmp_path, monkeypatch):
     resumes from it."""
     assert issubclass(WorkerDied, CharrnnError)
     trainer = make_trainer(tmp_path, 12)
-    real = trainer.sharded.loss_and_grads
+    real = trainer.engine.sharded.loss_and_grads
 
     def dies_at_step_8(*args, **kwargs):
         if trainer.progress.step == 7:
             raise WorkerDied("a worker process of the sharded step died (exit code -9)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer.sharded, "loss_and_grads", dies_at_step_8)
+    monkeypatch.setattr(trainer.engine.sharded, "loss_and_grads", dies_at_step_8)
     with pytest.raises(WorkerDied, match=r"died \(exit code -9\); .*latest.npz holds step 7, and --resume"):
         trainer.run()
     assert checkpoint.load(tmp_path / "latest.npz").meta["progress"]["step"] == 7
@@ -161,7 +196,7 @@ def test_workers_run_under_the_callers_float_error_handling(any_batch, monkeypat
     """An infinite carried state in the worker's streams only: its GEMM makes inf - inf there, and raises or not
     as the caller's np.errstate of the moment says, not as it was when the worker was forked.  np.matmul's GEMM:
     it checks the float flags after BLAS returns, the kernels on packed weights (charrnn.fast.packed) do not."""
-    monkeypatch.setattr(packed, "kernels", lambda dtype: None)  # before the fork: the worker has it too
+    monkeypatch.setattr(gemm, "packs", lambda dtype: False)  # before the fork: the worker has it too
     model = make_model("rnn")
     x, y, finite = chunk(model)
     infinite = tuple(s.copy() for s in finite)
@@ -195,9 +230,9 @@ def test_a_program_that_never_closes_its_sharded_still_exits(tmp_path):
     """Interpreter exit stops the workers, whatever order the exit handlers run in (multiprocessing's sends
     SIGTERM to its own processes, which a worker would ignore)."""
     code = ("import numpy as np\n"
-            "from charrnn.fast import shards\n"
+            "from charrnn.fast import machine, shards\n"
             "from charrnn.core.model import Model, ModelConfig\n"
-            "shards.MIN_STREAMS = 1\n"
+            "machine.verdict = lambda: machine.Verdict({}, {'min streams': {'value': 1, 'why': 'a test'}})\n"
             "m = Model.create(ModelConfig(vocab_size=5, cell='rnn', hidden=4, layers=1), np.random.default_rng(0))\n"
             "sharded = shards.Sharded(m, cores=2)\n"
             "x = np.zeros((4, 3), np.int64)\n"
@@ -226,7 +261,7 @@ def test_sharded_training_is_deterministic_and_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(blas, "threads", lambda: 4)
     first, second, split = tmp_path / "first", tmp_path / "second", tmp_path / "split"
     trainer = make_trainer(first, 12, batch_size=8)
-    assert trainer.sharded.shards(8) == 4
+    assert trainer.engine.sharded.shards(8) == 4
     trainer.run()
     make_trainer(second, 12, batch_size=8).run()
     make_trainer(split, 7, batch_size=8).run()

@@ -118,7 +118,7 @@ def test_epochs_limit_and_state_reset(tmp_path):
     trainer = make_trainer(tmp_path, None, epochs=1)
     outcome = trainer.run()
     assert outcome.reason == "epochs" and trainer.progress.step == trainer.streams.chunks
-    assert trainer.progress.chunk == 0 and all(not s.any() for s in trainer.state)  # reset at the epoch boundary
+    assert trainer.progress.chunk == 0 and all(not s.any() for s in trainer.engine.state)  # reset at the epoch boundary
 
 
 def test_epoch_offsets_are_fresh_per_epoch_and_fixed_by_the_seed():
@@ -254,3 +254,37 @@ def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
         proc.communicate(timeout=60)
         ck = checkpoint.load(latest)
         assert ck.meta["progress"]["step"] >= 1 and math.isfinite(ck.meta["progress"]["elapsed"])
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_validation_stops_it_and_saves(tmp_path, sig, code):
+    """Validation of a big held-out split (--val-chars all: here some 20 s of scoring) is cut short by a
+    signal: the run saves its last step and exits, with no validation row for the step it was cut at."""
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(TEXT * 300)  # 1.4 MB, 0.7 MB of it held out
+    proc = subprocess.Popen(
+        [*charrnn_command(), "train", str(corpus), "--out", str(tmp_path / "ck"), "-B", "4", "-T", "16", "-H", "256",
+         "--steps", "1000", "--eval-every", "2", "--val-frac", "0.5", "--val-chars", "all", "--log-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, text=True,
+        start_new_session=True)
+    wait_for_step(proc, 2)  # the log line comes before the step's validation
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=15)  # the whole validation would take longer
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "saved" in err
+    ck = checkpoint.load(tmp_path / "ck" / "latest.npz")
+    assert ck.meta["progress"]["step"] == 2 and ck.meta["history"] == []
+
+
+def test_validation_scores_fixed_windows_spread_over_the_split(tmp_path):
+    """--val-chars: the same windows every time, one at the start of each of VAL_STREAMS streams, so a curve
+    compares across a run; the whole split when it is shorter."""
+    make_trainer(tmp_path, 4, val_frac=0.5, val_chars=640, eval_every=2).run()
+    ck = checkpoint.load(tmp_path / "latest.npz")
+    _, val = corpus_from_text(TEXT, "fox.txt").split(0.5)
+    recorded = ck.meta["history"][-1]["val_loss"]
+    assert recorded == pytest.approx(validation_loss(ck.model, val, VAL_STREAMS, 16, limit=640), rel=1e-6)
+    assert recorded != pytest.approx(validation_loss(ck.model, val, VAL_STREAMS, 16), rel=1e-6)
+    assert validation_loss(ck.model, val, VAL_STREAMS, 16, limit=10**9) == validation_loss(ck.model, val,
+                                                                                              VAL_STREAMS, 16)

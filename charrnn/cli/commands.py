@@ -7,6 +7,7 @@ they exit 2 with a usage line.  Ctrl-C and SIGTERM arrive as runs.signals.Stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,16 +18,29 @@ import click
 import numpy as np
 from click.core import ParameterSource
 from rich.console import Console
-from tqdm import tqdm
 
 from charrnn import __version__
-from charrnn.cli.options import Count, Duration, Encoding, Escaped, FiniteFloatRange, GroupedCommand, opt
-from charrnn.cli.progress import TrainingReporter, banner, print_summary
+from charrnn.cli.options import (
+    Count,
+    CountOrAll,
+    Device,
+    Duration,
+    Encoding,
+    Escaped,
+    FiniteFloatRange,
+    GroupedCommand,
+    opt,
+)
+from charrnn.cli.progress import TrainingReporter, banner, phase_bar, print_summary
 from charrnn.cli.views import evaluation, inspection
+from charrnn.core.beam import beam_search
 from charrnn.core.cells import CELLS
 from charrnn.core.model import DTYPES
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.sample import PRIME_CHUNK, stream
+from charrnn.engines import ENGINES, INSTALL, process_rank
+from charrnn.engines.torch import require
+from charrnn.engines.torch.launch import launch, launched
 from charrnn.errors import CharrnnError
 from charrnn.runs import footprint
 from charrnn.runs.evaluate import VAL_STREAMS, evaluate_file
@@ -38,6 +52,7 @@ from charrnn.runs.train import LATEST
 from charrnn.store import checkpoint
 from charrnn.store.export import export, torch_module_text
 from charrnn.store.memory import check_fits
+from charrnn.store.textstream import text_pieces
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 # On the group only: a command's variables are then CHARRNN_<COMMAND>_<OPTION> (set on a command, the prefix
@@ -76,10 +91,13 @@ def main():
 
 
 DATA, MODEL, OPTIM = "Data", "Model", "Optimisation"
-LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
+LENGTH, BOOK, ENGINE = "Length (whichever comes first)", "Checkpoints and output", "Engine"
 
 
-@main.command(cls=GroupedCommand, context_settings=CONTEXT)
+@main.command(cls=GroupedCommand, context_settings=CONTEXT,
+              epilog="Every option can also be set in the environment as CHARRNN_TRAIN_<OPTION>, such as "
+                     "CHARRNN_TRAIN_LR=1e-3 or CHARRNN_TRAIN_OUT=runs/a; an option on the command line wins.  "
+                     "CHARRNN_FAST=0 turns off the packed kernels and the worker processes (docs/fast-path.md).")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @opt(DATA, "--seq-len", "-T", type=Count(1), default=DEFAULTS["seq_len"],
      help="Characters per chunk: the truncation length of backpropagation through time.")
@@ -87,6 +105,9 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
      help="Parallel streams the corpus is cut into.")
 @opt(DATA, "--val-frac", type=FiniteFloatRange(0, 1, max_open=True), default=DEFAULTS["val_frac"],
      help="Fraction at the end of the corpus held out for validation.")
+@opt(DATA, "--val-chars", type=CountOrAll(), default=DEFAULTS["val_chars"],
+     help="Characters each validation during training scores: windows spread evenly over the held-out split, "
+          "the same every time; 'all' for the whole split (charrnn eval always scores a whole file).")
 @opt(DATA, "--rotate/--no-rotate", default=DEFAULTS["rotate"],
      help="Start each epoch after the first at a fresh random offset into the training split, so the chunks "
           "differ from epoch to epoch.")
@@ -149,29 +170,55 @@ LENGTH, BOOK = "Length (whichever comes first)", "Checkpoints and output"
 @opt(BOOK, "--overwrite", is_flag=True,
      help="Replace the checkpoints of another run in OUT (else a new run refuses to start there).")
 @opt(BOOK, "--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
+@opt(ENGINE, "--engine", type=click.Choice(ENGINES), default="numpy",
+     help=f"What runs the steps: numpy, charrnn's own; torch, PyTorch, for GPUs and many processes ({INSTALL}). "
+          "Checkpoints are the same: a run resumes on either.")
+@opt(ENGINE, "--device", type=Device(), default=None,
+     help="The torch engine's device: cpu, cuda, cuda:N or mps.  Default: the first CUDA device, else the CPU.")
+@opt(ENGINE, "--procs", type=click.IntRange(min=1), default=1,
+     help="Processes of a torch-engine run on this machine, each with its share of the B streams (as torchrun "
+          "--nproc-per-node N, which starts runs across machines).")
 @click.pass_context
-def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, **options):
+def train(ctx, corpus, out, preset, resume, init_from, force, overwrite, quiet, cache, engine, device, procs,
+          **options):
     """Train a model on the text file CORPUS."""
+    if engine != "torch" and (device is not None or procs > 1):
+        raise click.UsageError("--device and --procs are options of --engine torch")
+    if procs > 1 and not launched():  # this process starts the run's processes and waits for them
+        try:
+            require()
+        except CharrnnError as e:
+            raise fail(e) from None
+        sys.exit(launch(procs, sys.argv[1:]))
     request = Request(corpus, out, options, frozenset(k for k in options if ctx.get_parameter_source(k) in GIVEN),
-                      preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache)
+                      preset, ctx.get_parameter_source("preset") in GIVEN, resume, init_from, force, overwrite, cache,
+                      engine, device)
     console = Console(highlight=False)
+    leads = process_rank() == 0  # in a run of many processes, the first one speaks for all
     trainer = None
     try:
-        trainer = open_run(request)
-        trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
-        trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
+        with phase_bar("reading corpus", "B") as reading:
+            trainer = open_run(request, reading if leads else None)
+        if leads:
+            trainer.reporter = TrainingReporter(quiet, trainer.cfg.log_every, console)
+            trainer.reporter.start(banner(trainer, "resumed" if resume is not None else preset))
         outcome = trainer.run()
-        print_summary(console, outcome.summary)
-        if outcome.reason in ("interrupted", "terminated"):
-            click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)",
-                       err=True)
+        if leads:
+            print_summary(console, outcome.summary)
+            if outcome.reason in ("interrupted", "terminated"):
+                click.echo(f"charrnn: {outcome.reason}; saved {outcome.summary['latest']} (resume with --resume)",
+                           err=True)
     except Stopped as stop:  # a second signal, or one outside the loop: before it, during a save, after it
-        if trainer is None:
+        if not leads:
+            pass
+        elif trainer is None:
             click.echo(f"charrnn: {stop.reason} before training began; nothing was written", err=True)
         else:
             click.echo(f"charrnn: {stop.reason}; {what_latest_holds(out)}", err=True)
         sys.exit(stop.exit_code)
     except CharrnnError as e:
+        if not leads:  # the others meet the same error, or lose touch with the one that did
+            sys.exit(1)
         raise fail(e) from None
     sys.exit(outcome.exit_code)
 
@@ -214,6 +261,20 @@ def stdout_gone() -> None:
     sys.exit(0)
 
 
+@contextlib.contextmanager
+def printing():
+    """The block of a command that prints as it goes: an error is one line and exit 1, a closed pipe a quiet
+    stop (stdout_gone); what was printed is flushed at the end.  (Ctrl-C and SIGTERM are the entry point's:
+    charrnn.runs.signals.)"""
+    try:
+        yield
+        sys.stdout.flush()
+    except CharrnnError as e:
+        raise fail(e) from None
+    except BrokenPipeError:
+        stdout_gone()
+
+
 def write_samples(pieces) -> None:
     """Print (sample number, text) pieces as they come, flushing each: samples one after another, each ending in
     a newline (added if its text lacks one), separated by SEPARATOR lines."""
@@ -251,13 +312,32 @@ def write_samples(pieces) -> None:
 @click.option("--num-samples", "-N", type=Count(1), default=1,
               help=f"Independent samples, generated as one batch and printed in turn, separated by a line of "
                    f"{len(SEPARATOR)} dashes.")
-def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples):
+@click.option("--prime-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Read the prime from this file (- for standard input), as it is: for primes too long for a "
+                   "command line.")
+@click.option("--beam", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Beam search over N texts at once: the likeliest continuation by total log-probability, the "
+                   "same every time (N = 1 is --greedy); printed when complete.")
+@click.option("--length-norm", is_flag=True,
+              help="With --beam, rank texts by log-probability per character, so that a longer text ending at "
+                   "--stop-at is not penalised for its length.")
+def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, greedy, stop_at, num_samples,
+           prime_file, beam, length_norm):
     """Generate text from a trained checkpoint.
 
     CHECKPOINT defaults to checkpoints/best.npz, else checkpoints/latest.npz; a directory train wrote (--out)
     gives its best.npz, else its latest.npz.  The text, prime included, streams to stdout as it is generated;
     each sample ends with a newline.  Status goes to stderr, and only to a terminal.
     """
+    if beam is None and length_norm:
+        raise click.UsageError("--length-norm ranks the texts of --beam; give --beam N too")
+    if beam is not None and (greedy or top_k or top_p or temperature != 1.0 or num_samples > 1 or seed is not None):
+        raise click.UsageError("--beam searches the model's own probabilities for one best text; it takes no "
+                               "--temp, --top-k, --top-p, --greedy, --num-samples or --seed")
+    if prime_file is not None:
+        if prime:
+            raise click.UsageError("give the prime with --prime or with --prime-file, not both")
+        prime = read_prime(prime_file)
     path, ck = load_checkpoint(checkpoint_path)
     if seed is None:
         seed = secrets.randbelow(2**32)
@@ -265,18 +345,28 @@ def sample(checkpoint_path, temperature, length, prime, seed, top_k, top_p, gree
         m, step = ck.model.cfg, (ck.meta.get("progress") or {}).get("step")
         click.echo(f"charrnn: sampling from {path} ({m.cell.upper()} {m.layers}x{m.hidden}"
                    + (f", step {step:,}" if step is not None else "") + ")"
-                   + ("" if greedy else f", seed {seed}"), err=True)
-    try:
-        check_fits(footprint.sampling(ck.model.cfg, num_samples, min(len(prime) + 1, PRIME_CHUNK)),
-                   f"sampling {num_samples:,} stream(s)")
-        pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
-                        num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+                   + (f", beam {beam}" if beam else "" if greedy else f", seed {seed}"), err=True)
+    with printing():
+        streams = beam or num_samples  # a beam search runs its N texts as N streams
+        check_fits(footprint.sampling(ck.model.cfg, streams, min(len(prime) + 1, PRIME_CHUNK)),
+                   f"{'a beam search over' if beam else 'sampling'} {streams:,} stream(s)")
+        if beam is not None:
+            found = beam_search(ck.model, ck.vocab, length, beam, prime, stop_at, length_norm)
+            pieces = [(0, prime), (0, ck.vocab.decode(found.indices))]
+        else:
+            pieces = stream(ck.model, ck.vocab, length, np.random.default_rng(seed), prime=prime, stop_at=stop_at,
+                            num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                            greedy=greedy)
         write_samples(pieces)
-        sys.stdout.flush()
+
+
+def read_prime(source: str) -> str:
+    """--prime-file's text: a file's, or standard input's for -."""
+    binary = sys.stdin.buffer if source == "-" else Path(source)
+    try:
+        return "".join(text_pieces(binary, name="standard input" if source == "-" else source))
     except CharrnnError as e:
         raise fail(e) from None
-    except BrokenPipeError:
-        stdout_gone()
 
 
 @main.command(context_settings=CONTEXT)
@@ -318,19 +408,12 @@ def evaluate(checkpoint_path, text, batch_size, seq_len, encoding, as_json):
     trained = ck.meta.get("train") or {}
     batch_size = batch_size or VAL_STREAMS
     seq_len = seq_len or trained.get("seq_len") or 64
-    bar = tqdm(disable=None, file=sys.stderr, unit="char", unit_scale=True, leave=False, desc="scoring")
-
-    def progress(n, total):
-        bar.total = total
-        bar.update(n)
-
     try:
-        result = evaluate_file(ck.model, ck.vocab, text, encoding=encoding, batch_size=batch_size, seq_len=seq_len,
-                               progress=progress)
+        with phase_bar("reading", "B") as reading, phase_bar("scoring", "char") as scoring:
+            result = evaluate_file(ck.model, ck.vocab, text, encoding=encoding, batch_size=batch_size,
+                                   seq_len=seq_len, progress=scoring, reading=reading)
     except CharrnnError as e:
         raise fail(e) from None
-    finally:
-        bar.close()
     result["checkpoint"] = str(checkpoint_path)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -1,5 +1,5 @@
-"""click parameter types and helpers of the command line: durations, escaped text, finite ranges, encodings,
-option groups."""
+"""click parameter types and helpers of the command line: durations, devices, escaped text, finite ranges,
+encodings, option groups."""
 
 from __future__ import annotations
 
@@ -63,6 +63,33 @@ class Encoding(click.ParamType):
         if problem:
             self.fail(problem, param, ctx)
         return value
+
+
+class CountOrAll(click.ParamType):
+    """A count of at least 1, or "all" (None): how much of something to take."""
+
+    name = "count|all"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace("_", "").replace(",", "")
+        if text == "all":
+            return None
+        if not text.isdigit() or int(text) < 1:
+            self.fail(f"{value!r} is neither a count of at least 1 nor 'all'", param, ctx)
+        return int(text)
+
+
+class Device(click.ParamType):
+    """A PyTorch device name: cpu, cuda, cuda:N or mps (whether it exists here is the engine's to say)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(value)):
+            self.fail(f"{value!r} is not a device; choose cpu, cuda, cuda:N or mps", param, ctx)
+        return str(value)
 
 
 class Duration(click.ParamType):

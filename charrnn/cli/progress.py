@@ -1,18 +1,22 @@
-"""What training shows: a rich banner, a tqdm bar on a terminal (plain log lines otherwise), a summary.
+"""What the commands show while they work: training's banner, bar (plain log lines off a terminal) and summary,
+and a bar for any long phase (reading a corpus, validating, scoring a file).
 
 Rich output is printed before and after the bar, never during it; lines during training go through tqdm.write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from charrnn.cli.views import loss_text, started_from
+from charrnn.cli.views import engine_text, loss_text, started_from
+from charrnn.fast.gemm import describe_path
 from charrnn.runs.train import Reporter, Trainer
 from charrnn.runs.units import finite, human_duration
 from charrnn.store.memory import format_bytes
@@ -26,7 +30,8 @@ class TrainingReporter(Reporter):
         self.log_every = log_every
         self.console = console or Console(highlight=False)
         self.interactive = sys.stdout.isatty() and sys.stderr.isatty()
-        self.bar = None
+        self.bar = self.scoring_bar = None
+        self.by_time = False  # the bar counts seconds of a --time-limit, not steps
         self.loss_ema, self.updates = 0.0, 0
         self.speed = self.step_time = None
         self._last_elapsed = 0.0
@@ -55,11 +60,13 @@ class TrainingReporter(Reporter):
                   "|g|": f"{s['norm']:.2f}", "chars/s": f"{self.speed or 0:,.0f}"}
         if self.interactive:
             if self.bar is None:
-                total = s["total"]
-                self.bar = tqdm(total=total, initial=s["step"] - 1, unit="step", file=sys.stderr,
-                                dynamic_ncols=True, leave=False)
-            self.bar.set_postfix(fields, refresh=False)
-            self.bar.update(1)
+                self.bar = self._bar(s)
+            if self.by_time:
+                self.bar.set_postfix({"step": f"{s['step']:,}", **fields}, refresh=False)
+                self.bar.update(min(s["run_time"], s["time_limit"]) - self.bar.n)
+            else:
+                self.bar.set_postfix(fields, refresh=False)
+                self.bar.update(1)
         elif s["step"] % self.log_every == 0:
             total = f"/{s['total']}" if s["total"] else ""
             line = (f"step {s['step']}{total} | epoch {s['epoch']:.2f} | loss {self.smoothed:.4f} | "
@@ -67,7 +74,26 @@ class TrainingReporter(Reporter):
                     f"{human_duration(s['elapsed'])}")
             print(line, flush=True)
 
+    def _bar(self, s: dict) -> tqdm:
+        """Steps against --steps or --epochs; seconds against --time-limit where that is the only length; steps
+        with no end (a run until Ctrl-C)."""
+        self.by_time = s["total"] is None and s["time_limit"] is not None
+        if self.by_time:
+            return tqdm(total=s["time_limit"], initial=s["run_time"], file=sys.stderr, dynamic_ncols=True, leave=False,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [ETA {remaining}{postfix}]")
+        return tqdm(total=s["total"], initial=s["step"] - 1, unit="step", file=sys.stderr, dynamic_ncols=True,
+                    leave=False)
+
+    def scoring(self, done: int, total: int) -> None:
+        if self.quiet or not self.interactive:
+            return
+        if self.scoring_bar is None:
+            self.scoring_bar = tqdm(total=total, desc="validation", unit="char", unit_scale=True, leave=False,
+                                    file=sys.stderr, dynamic_ncols=True, position=1)
+        self.scoring_bar.update(done)
+
     def validated(self, row: dict, best: bool) -> None:
+        self._close_scoring()
         parts = [f"step {row['step']}", f"epoch {row['epoch']:.2f}", f"train {row['train_loss']:.4f}"]
         if row["val_loss"] is not None:
             parts.append(f"val {loss_text(row['val_loss'])}")
@@ -89,7 +115,13 @@ class TrainingReporter(Reporter):
         else:
             print(line, flush=True)
 
+    def _close_scoring(self) -> None:
+        if self.scoring_bar is not None:
+            self.scoring_bar.close()
+            self.scoring_bar = None
+
     def close(self) -> None:
+        self._close_scoring()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -117,8 +149,8 @@ def print_summary(console: Console, summary: dict) -> None:
 
 
 def banner(trainer: Trainer, start: str) -> dict:
-    """The facts of a run, shown before its first step: corpus, split, model, training, length, where it
-    stands, how it started (a preset's name or "resumed"), where it writes."""
+    """The facts of a run, shown before its first step: corpus, split, model, training, length, where it stands,
+    what runs it, how it started (a preset's name or "resumed"), where it writes."""
     data, m, cfg, progress = trainer.corpus, trainer.model.cfg, trainer.cfg, trainer.progress
     options = [o for o, on in (("peephole", m.peephole), ("coupled", m.coupled)) if on]
     length = [f"{cfg.steps:,} steps" if cfg.steps else "", f"{cfg.epochs:g} epochs" if cfg.epochs else "",
@@ -133,7 +165,26 @@ def banner(trainer: Trainer, start: str) -> dict:
                     f"clip {cfg.clip:g} ({cfg.clip_mode}), seed {cfg.seed}",
         "length": ", ".join(x for x in length if x) or "until Ctrl-C",
         "position": f"step {progress.step:,}, epoch {progress.epoch_progress:.2f}",
+        "engine": engine_text(trainer.engine.describe()),
+        **({"runs on": describe_path(cfg.batch_size, m.dtype)} if trainer.engine.name == "numpy" else {}),
         "preset": start,
         **({"init from": started_from(trainer.init_from, len(data.vocab))} if trainer.init_from else {}),
         "output": str(trainer.out),
     }
+
+
+@contextlib.contextmanager
+def phase_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for a long phase (reading a corpus, scoring a file), fed by a callback(done just now, total): on a
+    terminal only, and only once the phase has lasted half a second, so a short one leaves no trace."""
+    bar = tqdm(disable=None, desc=what, unit=unit, unit_scale=True, leave=False, delay=0.5, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done)
+
+    try:
+        yield update
+    finally:
+        bar.close()

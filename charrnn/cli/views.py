@@ -117,7 +117,15 @@ def _training(t: dict) -> str:
     return (f"{_n(t['steps'])} steps, {_n(t['epochs'], '.2f')} epochs, {_n(t['chars_seen'])} characters seen, "
             f"{wall} wall time{speed}; B={_n(t['batch_size'])} T={_n(t['seq_len'])}, seed {_n(t['seed'], '')}"
             + (", epochs rotated" if t.get("rotate") else "")
+            + (f"; last on {engine_text(t['engine'])}" if t.get("engine") else "")
             + ("" if t["resumable"] else "; no optimiser state (not resumable)"))
+
+
+def engine_text(engine: dict) -> str:
+    """What runs (or ran) a run's steps: "the torch engine on cuda:0, 8 processes"."""
+    processes = engine.get("processes") or 1
+    return (f"the {engine.get('name')} engine on {engine.get('device')}"
+            + (f", {processes} processes" if processes > 1 else ""))
 
 
 def inspection(facts: dict, width: int = 80) -> Group:

@@ -15,6 +15,7 @@ import numpy as np
 
 from charrnn.core.cells import CELLS, STATE_NAMES
 from charrnn.core.cells.gates import gate_major
+from charrnn.core.logprob import surprisal
 from charrnn.errors import CharrnnError
 from charrnn.fast.workspace import Workspace, scaled_transpose
 
@@ -203,6 +204,19 @@ class Model:
     def backward(self, dlogits, cache, dstate=None):
         """dlogits (T*N, V), dstate the gradient of the final state (or None, as in truncated BPTT).
         Returns the parameter gradients (keyed like params) and the gradient of the initial state."""
+        grads, dstate0, _ = self._backward(dlogits, cache, dstate)
+        return grads, dstate0
+
+    def input_gradient(self, dlogits, cache):
+        """The gradient of the loss with respect to every one-hot input x_t, (T, N, V): how far back the model
+        looks (`charrnn viz`).  x_t enters only layer 0's pre-activations, W_ih x_t, so it is their gradient
+        times W_ih; the parameter gradients the pass makes on the way are dropped."""
+        _, _, d_rows = self._backward(dlogits, cache, None)
+        T, N = cache[2], cache[3]
+        return (d_rows @ self.params["weight_ih_l0"]).reshape(T, N, self.cfg.vocab_size)
+
+    def _backward(self, dlogits, cache, dstate):
+        """backward, plus the gradient of layer 0's input-side pre-activations (T*N, G*H), gates side by side."""
         cfg, cell = self.cfg, self.cell
         caches, h_top, T, N = cache
         G, H = cfg.gates, cfg.hidden
@@ -210,13 +224,15 @@ class Model:
             "decoder.weight": dlogits.T @ h_top,
             "decoder.bias": dlogits.sum(axis=0),
         }
-        dh = (dlogits @ self.params["decoder.weight"]).reshape(T, N, H)
+        # dh (T+1, N, H): the gradient of a layer's hs, its outputs' in dh[1:] (dh[0] is the cell's to fill)
+        dh = self._head.get("dh", (T + 1, N, H), self.dtype)
+        np.matmul(dlogits, self.params["decoder.weight"], out=dh[1:].reshape(T * N, H))
         dstate0 = [np.empty((cfg.layers, N, H), self.dtype) for _ in STATE_NAMES[cfg.cell]]
         for k in range(cfg.layers - 1, -1, -1):
             inp, cell_cache, mask = caches[k]
             p, ws = self.layer(k), self._ws[k]
             if mask is not None:
-                dh *= mask
+                dh[1:] *= mask  # dropout, on the outputs' gradient
             dstateT = None if dstate is None else tuple(s[k] for s in dstate)
             d_rows, ds0, g = cell.backward(dh, dstateT, cell_cache, ws)
             for d, s in zip(dstate0, ds0, strict=True):
@@ -227,10 +243,11 @@ class Model:
                 g["weight_ih"] = np.ascontiguousarray(by_char.T)
             else:  # whole-chunk GEMMs: the weight gradient and the gradient of the layer's input
                 g["weight_ih"] = rows.T @ inp.reshape(T * N, H)
-                dh = np.matmul(rows, p["weight_ih"], out=ws.get("dinput", (T * N, H), self.dtype)).reshape(T, N, H)
+                dh = ws.get("dinput", (T + 1, N, H), self.dtype)  # the layer below's outputs' in dh[1:]
+                np.matmul(rows, p["weight_ih"], out=dh[1:].reshape(T * N, H))
             for name, grad in g.items():
                 grads[f"{name}_l{k}"] = grad
-        return grads, tuple(dstate0)
+        return grads, tuple(dstate0), rows  # the loop ends at layer 0: its rows
 
     def loss_and_grads(self, x, y, state, rng=None, masks=None):
         """One training chunk: forward, loss, backward.  x, y (N, T).  Dropout masks come from rng unless given.
@@ -248,6 +265,12 @@ class Model:
         loss, _ = cross_entropy(logits, np.asarray(y).T.ravel(), grad=False)
         return loss * logits.shape[0], logits.shape[0], final
 
+    def surprisal(self, x, y, state) -> tuple[np.ndarray, State]:
+        """Forward only, no dropout: each target's surprisal -log p in nats, (N, T) in the model's dtype (a
+        fresh array), and the final state; for scoring many records side by side."""
+        N, T = np.shape(x)
+        logits, final, _ = self.forward(x, state)
+        return surprisal(logits, np.asarray(y).T.ravel()).reshape(T, N).T.copy(), final
 
 
 def scatter_rows(rows: np.ndarray, index: np.ndarray, size: int, scratch: np.ndarray | None = None) -> np.ndarray:

@@ -18,10 +18,11 @@ class Optimizer:
     slots: tuple[str, ...] = ()  # per-parameter state arrays
     squares: tuple[str, ...] = ()  # slots that sum squared gradients: never negative, as a square root is taken
     decoupled = False  # weight decay applied to the parameters directly (AdamW) instead of via the gradient
+    defaults: dict = {}  # hyper-parameters, unless given
 
     def __init__(self, params: dict[str, np.ndarray], weight_decay: float = 0.0, **hyper):
         self.weight_decay = weight_decay
-        self.hyper = hyper
+        self.hyper = {**self.defaults, **hyper}
         self.t = 0  # number of updates done
         self.state = {f"{s}.{k}": np.zeros_like(p) for s in self.slots for k, p in params.items()}
         self._scratch = {k: np.empty_like(p) for k, p in params.items()}
@@ -62,25 +63,28 @@ class SGD(Optimizer):
     """SGD with (PyTorch-style) momentum: v = mu v + g;  p -= lr v."""
 
     name, slots = "sgd", ("v",)
+    defaults = {"momentum": 0.9}
 
     def update(self, k, p, g, lr):
         v = self.state[f"v.{k}"]
-        v *= self.hyper.get("momentum", 0.9)
+        v *= self.hyper["momentum"]
         v += g
         np.multiply(v, lr, out=self._scratch[k])
         p -= self._scratch[k]
 
 
 class Adagrad(Optimizer):
-    """min-char-rnn's optimiser: mem += g^2;  p -= lr g / sqrt(mem + 1e-8)."""
+    """min-char-rnn's optimiser: mem += g^2;  p -= lr g / sqrt(mem + eps), eps = 1e-8 inside the root (PyTorch's
+    Adagrad adds it outside)."""
 
     name, slots, squares = "adagrad", ("sum",), ("sum",)
+    defaults = {"eps": 1e-8}
 
     def update(self, k, p, g, lr):
         mem, s = self.state[f"sum.{k}"], self._scratch[k]
         np.multiply(g, g, out=s)
         mem += s
-        np.add(mem, 1e-8, out=s)
+        np.add(mem, self.hyper["eps"], out=s)
         np.sqrt(s, out=s)
         np.divide(g, s, out=s)
         s *= lr
@@ -91,9 +95,10 @@ class RMSprop(Optimizer):
     """char-rnn's optimiser: v = a v + (1 - a) g^2;  p -= lr g / (sqrt(v) + eps), with a = 0.95."""
 
     name, slots, squares = "rmsprop", ("v",), ("v",)
+    defaults = {"alpha": 0.95, "eps": 1e-8}
 
     def update(self, k, p, g, lr):
-        alpha, eps = self.hyper.get("alpha", 0.95), self.hyper.get("eps", 1e-8)
+        alpha, eps = self.hyper["alpha"], self.hyper["eps"]
         v, s = self.state[f"v.{k}"], self._scratch[k]
         np.multiply(g, g, out=s)
         v *= alpha
@@ -110,10 +115,11 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction; weight decay as an L2 penalty."""
 
     name, slots, squares = "adam", ("m", "v"), ("v",)
+    defaults = {"betas": (0.9, 0.999), "eps": 1e-8}
 
     def update(self, k, p, g, lr):
-        b1, b2 = self.hyper.get("betas", (0.9, 0.999))
-        eps = self.hyper.get("eps", 1e-8)
+        b1, b2 = self.hyper["betas"]
+        eps = self.hyper["eps"]
         m, v, s = self.state[f"m.{k}"], self.state[f"v.{k}"], self._scratch[k]
         m *= b1
         np.multiply(g, 1 - b1, out=s)

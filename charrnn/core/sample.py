@@ -9,7 +9,7 @@ NumPy calls on a V-sized vector, the noise made in blocks); top-k and top-p draw
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -128,12 +128,29 @@ def prime_state(model: Model, vocab: Vocab, prime: str, num_samples: int = 1):
     if unknown:
         raise CharrnnError(f"the prime has {len(unknown)} character(s) outside the model's vocabulary: "
                            f"{describe_chars(unknown)}")
-    start = prime or ("\n" if "\n" in vocab else vocab.chars[0])
-    idx = vocab.encode(start)[None, :]  # (1, T): run once, then copy to every sample
+    idx = vocab.encode(prime or start_char(vocab))[None, :]  # (1, T): run once, then copy to every sample
     state = model.initial_state(1)
     for at in range(0, idx.shape[1], PRIME_CHUNK):
         logits, state, _ = model.forward(idx[:, at : at + PRIME_CHUNK], state)
     return np.repeat(logits[-1:], num_samples, axis=0), tuple(np.repeat(s, num_samples, axis=1) for s in state)
+
+
+def start_char(vocab: Vocab) -> str:
+    """What a text with no prime is read after: a newline (the start of a line) when the vocabulary has one, else
+    its first character."""
+    return "\n" if "\n" in vocab else vocab.chars[0]
+
+
+def check_stop(vocab: Vocab, stop_at: str | None) -> None:
+    """A stop string must be able to appear."""
+    if stop_at is None:
+        return
+    if not stop_at:
+        raise CharrnnError("the stop string is empty")
+    unknown = vocab.unknown(stop_at)
+    if unknown:
+        raise CharrnnError(f"the stop string has character(s) outside the model's vocabulary, so it can never "
+                           f"appear: {describe_chars(unknown)}")
 
 
 def generate(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, prime: str = "",
@@ -165,13 +182,7 @@ def stream(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, pr
     length counts generated characters.  With stop_at, a sample ends right after stop_at appears (a match may
     start in the prime but must end in generated text); the batch stops when every sample has ended.
     Everything is checked before this returns, so a bad option fails before any text is printed."""
-    if stop_at is not None:
-        if not stop_at:
-            raise CharrnnError("the stop string is empty")
-        unknown = vocab.unknown(stop_at)
-        if unknown:
-            raise CharrnnError(f"the stop string has character(s) outside the model's vocabulary, so it can never "
-                               f"appear: {describe_chars(unknown)}")
+    check_stop(vocab, stop_at)
     steps = generate(model, vocab, length, rng, prime, num_samples=num_samples, **options)
     return _interleave(steps, vocab.chars, prime, stop_at, num_samples)
 
@@ -207,7 +218,13 @@ def _interleave(steps, chars, prime, stop_at, N) -> Iterator[tuple[int, str]]:
         yield k, "".join(waiting[k])
 
 
-def sample_text(model: Model, vocab: Vocab, length: int, rng: np.random.Generator, **options) -> str:
+def sample_text(model: Model, vocab: Vocab, length: int, rng: np.random.Generator,
+                stop: Callable[[], bool] | None = None, **options) -> str:
     """A whole sample as one string (batch of one; the prime, if any, included), e.g. for the samples shown
-    during training."""
-    return "".join(piece for _, piece in stream(model, vocab, length, rng, **{**options, "num_samples": 1}))
+    during training; shorter where stop() said to stop (checked after every character)."""
+    pieces = []
+    for _, piece in stream(model, vocab, length, rng, **{**options, "num_samples": 1}):
+        pieces.append(piece)
+        if stop is not None and stop():
+            break
+    return "".join(pieces)

@@ -1,93 +1,74 @@
-"""How many threads NumPy's BLAS runs, and running a block of code with one.
+"""NumPy's BLAS: which library it is, how many threads it runs, and running a block of code with one.
 
 The data-parallel trainer (charrnn.fast.shards) gives each core a shard of the batch; inside it BLAS must not split
-every GEMM over the cores again.  NumPy has no API for this.  Its wheels bundle OpenBLAS (scipy-openblas, whose
-symbols carry a prefix and a 64_ suffix) in numpy.libs; a NumPy built against a system OpenBLAS shows it in
-/proc/self/maps.  ctypes reaches either one, already loaded, by its path.  Where no OpenBLAS is found (MKL,
-Accelerate, ...) threads() is None, nothing is ever changed, and training runs unsharded.
+every GEMM over the cores again.  NumPy has no API for this; threadpoolctl finds the BLAS libraries a process has
+loaded (OpenBLAS, MKL, BLIS, ...) and sets their thread counts.  Its controller is found once: a new one scans
+every loaded library, while a step switches BLAS to one thread and back (single_threaded) for a few microseconds.
+Where NumPy's BLAS is not found, threads() is None, nothing is ever changed, and training runs unsharded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import glob
 import os
 
 import numpy as np
-
-
-def symbol(lib: ctypes.CDLL, name: str):
-    """OpenBLAS's function `name` (e.g. get_num_threads) under any of its builds' prefixes and suffixes, or None."""
-    names = [prefix + name + suffix for prefix in ("scipy_openblas_", "openblas_") for suffix in ("64_", "_64_", "")]
-    return next((getattr(lib, n) for n in names if hasattr(lib, n)), None)
-
-
-def _loaded_openblas() -> list[str]:
-    """Paths of the OpenBLAS libraries this process may have loaded: NumPy's bundled one first."""
-    paths = glob.glob(os.path.join(os.path.dirname(np.__path__[0]), "numpy.libs", "lib*openblas*.so*"))
-    try:
-        with open("/proc/self/maps") as maps:
-            paths += sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]})
-    except OSError:  # not Linux
-        pass
-    return paths
+from threadpoolctl import LibController, ThreadpoolController
 
 
 @functools.cache
-def openblas() -> ctypes.CDLL | None:
-    """NumPy's OpenBLAS, the one that can set its thread count, or None."""
-    for path in _loaded_openblas():
-        try:
-            lib = ctypes.CDLL(path)  # already loaded by NumPy: this is the same instance
-        except OSError:
-            continue
-        if symbol(lib, "get_num_threads") is not None and symbol(lib, "set_num_threads") is not None:
-            return lib
-    return None
+def library() -> LibController | None:
+    """threadpoolctl's controller of NumPy's own BLAS: the one NumPy's wheel bundles beside it (numpy.libs, or
+    numpy/.libs), else the only BLAS loaded (a NumPy built against the system's); None where it is not found."""
+    found = ThreadpoolController().select(user_api="blas").lib_controllers
+    site = os.path.dirname(os.path.realpath(np.__path__[0]))
+    beside_numpy = (os.path.join(site, "numpy.libs") + os.sep, os.path.join(site, "numpy") + os.sep)
+    bundled = [c for c in found if os.path.realpath(c.filepath or "").startswith(beside_numpy)]
+    mine = bundled or (found if len(found) == 1 else [])
+    return mine[0] if mine else None
 
 
-@functools.cache
-def _controls():
-    """(get_num_threads, set_num_threads) of NumPy's OpenBLAS, or None."""
-    lib = openblas()
+def describe() -> str:
+    """The library in a few words, e.g. "OpenBLAS 0.3.31 (Haswell)", or "no BLAS found"."""
+    lib = library()
     if lib is None:
-        return None
-    get, put = symbol(lib, "get_num_threads"), symbol(lib, "set_num_threads")
-    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-    return get, put
+        return "no BLAS found"
+    name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib.internal_api, lib.internal_api)
+    core = getattr(lib, "architecture", None)
+    return f"{name} {lib.version or '(version unknown)'}" + (f" ({core})" if core else "")
 
 
-@functools.cache
+def openblas() -> ctypes.CDLL | None:
+    """NumPy's OpenBLAS as a ctypes library (to bind the GEMM kernels it exports), or None where NumPy runs
+    another BLAS."""
+    lib = library()
+    return lib.dynlib if lib is not None and lib.internal_api == "openblas" else None
+
+
 def core_name() -> str | None:
     """The CPU core whose kernels NumPy's OpenBLAS runs (e.g. "Haswell"), or None where unknown."""
-    lib = openblas()
-    get = None if lib is None else symbol(lib, "get_corename")
-    if get is None:
-        return None
-    get.restype = ctypes.c_char_p
-    return (get() or b"").decode() or None
+    lib = library()
+    return getattr(lib, "architecture", None) if lib is not None and lib.internal_api == "openblas" else None
 
 
 def threads() -> int | None:
     """The threads BLAS splits a GEMM over (OPENBLAS_NUM_THREADS, or the cores), or None where unknown."""
-    controls = _controls()
-    return None if controls is None else controls[0]()
+    lib = library()
+    return None if lib is None else lib.get_num_threads()
 
 
-@contextlib.contextmanager
-def single_threaded():
+class single_threaded:  # named as the function it stands for: `with blas.single_threaded():`
     """BLAS runs every call on the calling thread inside the block (process-wide), as configured afterwards.
-    Setting the count costs about a microsecond; OpenBLAS keeps its idle threads."""
-    controls = _controls()
-    if controls is None:
-        yield
-        return
-    get, put = controls
-    before = get()
-    put(1)
-    try:
-        yield
-    finally:
-        put(before)
+    Setting the count costs microseconds; OpenBLAS keeps its idle threads.  A class rather than a generator
+    context: it is entered around every training step."""
+
+    def __enter__(self):
+        self.lib = library()
+        self.before = None if self.lib is None else self.lib.get_num_threads()
+        if self.before not in (None, 1):  # already on one thread (inside a shard): nothing to set, twice
+            self.lib.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.before not in (None, 1):
+            self.lib.set_num_threads(self.before)

@@ -15,9 +15,10 @@ unit column stride and row stride ldc is a column-major m x N block.
 
 The kernels run on the calling thread, so this is for code that runs BLAS single-threaded anyway (a shard of
 charrnn.fast.shards).  Like BLAS itself they raise no float errors (np.matmul checks the flags after BLAS returns):
-an inf or NaN carries on to the loss, which training checks.  They are found and checked against np.matmul on
-first use (kernels()); anything missing or different (another BLAS, an unknown core, a changed interface) leaves
-np.matmul in charge.
+an inf or NaN carries on to the loss, which training checks.  Called through ctypes, a kernel whose interface is
+not the one bound here does not raise: it crashes the process or writes where it should not.  So check() runs
+them against np.matmul at training's shapes in a child process first (charrnn.fast.machine), once per machine,
+and charrnn.fast.gemm takes them only where that check passed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ BLOCK_BYTES = 256 << 10  # packed panels of one block of W's columns: within a c
 
 
 class Kernels:
-    """One dtype's copy routines and kernel, as ctypes functions."""
+    """One dtype's copy routines and kernel, as ctypes functions, and the depth (rows of W) a kernel call takes
+    at most.  OpenBLAS's own GEMM never hands a kernel more than its GEMM_Q rows, and Haswell's dgemm kernel copies
+    its x panel into a stack buffer sized for 256: a deeper call crashed it (H 512, a shard of 32).  Its sgemm
+    kernels take any depth.  How deep a call goes within these limits is measured per machine (charrnn.fast.tuning).
+    check() runs both at depths past these, so a core with other limits fails it instead of crashing training."""
 
     def __init__(self, lib: ctypes.CDLL, prefix: str, suffix: str, ctype):
         long, pointer = ctypes.c_long, ctypes.c_void_p
@@ -47,6 +52,25 @@ class Kernels:
         self.pack_w = bind("itcopy", [long, long, pointer, long, pointer])  # (K, m, W^T, ld, out)
         self.pack_x = bind("oncopy", [long, long, pointer, long, pointer])  # (K, N, x^T, ld, out)
         self.kernel = bind("kernel", [long, long, long, ctype, pointer, pointer, pointer, long])
+        self.one = ctype(1.0)  # the kernel's alpha
+        self.depth = 256 if ctype is ctypes.c_double else None  # None: the whole of K
+
+
+@functools.cache
+def kernels(dtype) -> Kernels | None:
+    """The packing GEMM's kernels for float32 or float64 from NumPy's OpenBLAS, bound but never called here;
+    None where they are not to be had (another BLAS, an unknown core, a build without them)."""
+    dtype = np.dtype(dtype)
+    lib, name = blas.openblas(), blas.core_name()
+    if lib is None or name is None or dtype not in (np.float32, np.float64):
+        return None
+    prefix, ctype = ("s", ctypes.c_float) if dtype == np.float32 else ("d", ctypes.c_double)
+    for suffix in (f"_{name.upper()}", ""):  # a DYNAMIC_ARCH build names every core's kernels
+        try:
+            return Kernels(lib, prefix, suffix, ctype)
+        except AttributeError:
+            continue
+    return None
 
 
 def aligned(raw: np.ndarray, n: int, dtype) -> np.ndarray:
@@ -59,104 +83,114 @@ def aligned(raw: np.ndarray, n: int, dtype) -> np.ndarray:
 
 def fits(W: np.ndarray, xs: np.ndarray, dests: list[np.ndarray]) -> bool:
     """Whether Packed can take these arrays: one dtype, C-contiguous W and rows of xs, destinations with unit
-    column stride whose widths add up to W's columns, the same batch everywhere."""
+    column stride whose widths add up to W's columns, the same steps and batch everywhere."""
     size = W.dtype.itemsize
     K, M = W.shape
-    N = xs.shape[-2]
-    return (W.flags.c_contiguous and xs.ndim in (2, 3) and xs.shape[-1] == K and xs.strides[-2:] == (K * size, size)
+    T, N = xs.shape[:2]
+    return (W.flags.c_contiguous and xs.ndim == 3 and xs.shape[-1] == K and xs.strides[-2:] == (K * size, size)
             and sum(d.shape[-1] for d in dests) == M
-            and all(d.dtype == W.dtype == xs.dtype and d.ndim in (2, 3) and d.shape[-2] == N
+            and all(d.dtype == W.dtype == xs.dtype and d.shape[:2] == (T, N) and d.ndim == 3
                     and d.strides[-1] == size and d.strides[-2] % size == 0 for d in dests))
 
 
 class Packed:
-    """W (K, M) packed for dests += xs[t] @ W, block by block of W's columns.
+    """W (K, M) packed for dests[...][t] += xs[t] @ W, in slabs of a depth (rows of W), each slab block by block of
+    W's columns.
 
-    xs: (T, N, K) or (N, K), C-contiguous rows.  dests: the product's columns as consecutive parts, each a
-    (T, N, m) array (or (N, m), the same for every step) with unit column stride, into which step t adds.
-    raw, raw_x: uint8 scratch for the packed panels of W and of one step's x (see bytes_needed), reused from
-    chunk to chunk.  Check the arrays with fits() first."""
+    xs: (T, N, K), C-contiguous rows.  dests: the product's columns as consecutive parts, each a (T, N, m) array
+    with unit column stride, into which step t adds.  raw, raw_x: uint8 scratch for the packed panels of W and
+    of one step's x (see bytes_needed), reused from chunk to chunk.  Check the arrays with fits() first."""
 
     def __init__(self, W: np.ndarray, kernels: Kernels, xs: np.ndarray, dests: list[np.ndarray], raw: np.ndarray,
-                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES):
+                 raw_x: np.ndarray, block_bytes: int = BLOCK_BYTES, depth: int | None = None):
+        """block_bytes: packed panels a kernel call (a block of W's columns); depth: rows of W a kernel call, None
+        for all, never more than the kernels take (charrnn.fast.tuning measures both)."""
         K, M = W.shape
-        size = W.dtype.itemsize
-        self.k, self.N, self.K = kernels, xs.shape[-2], K
+        N, size = xs.shape[1], W.dtype.itemsize
+        self.k, self.N, self.K = kernels, N, K
         self._arrays = (xs, dests, raw, raw_x)  # the kernels read and write through their addresses
-        self.x_base, self.x_step = xs.ctypes.data, xs.strides[0] if xs.ndim == 3 else 0
-        self.x_panels = aligned(raw_x, K * self.N, W.dtype).ctypes.data
-        per_block = max(1, block_bytes // (K * size))
-        self.blocks = []  # (columns, packed panels' address, the destination's address at t = 0, t stride, ldc)
-        panels, column = aligned(raw, K * M, W.dtype).ctypes.data, 0
-        for dest in dests:
-            step = dest.strides[0] if dest.ndim == 3 else 0
-            for c0 in range(0, dest.shape[-1], per_block):
-                m = min(per_block, dest.shape[-1] - c0)
-                kernels.pack_w(K, m, W.ctypes.data + (column + c0) * size, M, panels)
-                self.blocks.append((m, panels, dest.ctypes.data + c0 * size, step, dest.strides[-2] // size))
-                panels += K * m * size
-            column += dest.shape[-1]
+        self.x_base, self.x_step = xs.ctypes.data, xs.strides[0]
+        x_panels = aligned(raw_x, K * N, W.dtype).ctypes.data
+        panels = aligned(raw, K * M, W.dtype).ctypes.data
+        slab = min(depth or K, kernels.depth or K)
+        self.slabs = []  # (x's offset in bytes, depth, its packed x, its blocks)
+        for k0 in range(0, K, slab):
+            depth = min(slab, K - k0)
+            per_block = max(1, block_bytes // (depth * size))
+            blocks = []  # (columns, packed panels, the destination's address at t = 0, t stride, ldc)
+            column = 0
+            for dest in dests:
+                for c0 in range(0, dest.shape[-1], per_block):
+                    m = min(per_block, dest.shape[-1] - c0)
+                    kernels.pack_w(depth, m, W.ctypes.data + (k0 * M + column + c0) * size, M, panels)
+                    blocks.append((m, panels, dest.ctypes.data + c0 * size, dest.strides[0], dest.strides[1] // size))
+                    panels += depth * m * size
+                column += dest.shape[-1]
+            self.slabs.append((k0 * size, depth, x_panels, blocks))
+            x_panels += depth * N * size
+        self.calls = self._calls()
 
     @staticmethod
     def bytes_needed(W: np.ndarray, xs: np.ndarray) -> tuple[int, int]:
         """Sizes of raw and raw_x for these arrays."""
         K, M = W.shape
-        return K * M * W.dtype.itemsize + ALIGN, K * xs.shape[-2] * W.dtype.itemsize + ALIGN
+        return K * M * W.dtype.itemsize + ALIGN, K * xs.shape[1] * W.dtype.itemsize + ALIGN
 
-    def add(self, t: int = 0) -> None:
+    def _calls(self) -> list[tuple]:
+        """Every kernel call of a step, its arguments made ctypes objects once: (function, arguments, the pointer
+        among them that moves with t, its address at t = 0, its step).  Python ints and floats cost ctypes a
+        conversion each, a microsecond a call (LSTM H 256: 10 calls a layer's step)."""
+        k, long, at = self.k, ctypes.c_long, ctypes.c_void_p
+        calls = []
+        for offset, depth, x_panels, blocks in self.slabs:
+            x = at()
+            calls.append((k.pack_x, (long(depth), long(self.N), x, long(self.K), at(x_panels)), x,
+                          self.x_base + offset, self.x_step))
+            for m, panels, dest, step, ldc in blocks:
+                d = at()
+                calls.append((k.kernel, (long(m), long(self.N), long(depth), k.one, at(panels), at(x_panels), d,
+                                         long(ldc)), d, dest, step))
+        return calls
+
+    def add(self, t: int) -> None:
         """dests[...][t] += xs[t] @ W."""
-        k, N, K, x_panels = self.k, self.N, self.K, self.x_panels
-        k.pack_x(K, N, self.x_base + t * self.x_step, K, x_panels)
-        for m, panels, dest, step, ldc in self.blocks:
-            k.kernel(m, N, K, 1.0, panels, x_panels, dest + t * step, ldc)
+        for call, args, moving, start, step in self.calls:
+            moving.value = start + t * step
+            call(*args)
 
 
-def recurrent(ws, name: str, W: np.ndarray, xs: np.ndarray, dests: list[np.ndarray]) -> Packed | None:
-    """A Packed for a layer's chunk, its scratch from the layer's Workspace under `name`, when this chunk's BLAS
-    runs on one thread (a shard of charrnn.fast.shards, or OPENBLAS_NUM_THREADS=1); else None, and np.matmul, which
-    splits every GEMM over BLAS's threads, stays in charge.  None too where the kernels or the layout do not fit."""
-    found = kernels(W.dtype) if blas.threads() == 1 else None
-    if found is None or not fits(W, xs, dests):
-        return None
-    raw, raw_x = Packed.bytes_needed(W, xs)
-    return Packed(W, found, xs, dests, ws.get(name, (raw,), np.uint8), ws.get(name + " x", (raw_x,), np.uint8))
+# The check's problems, (N, K, part widths, columns a block or None for BLOCK_BYTES'), each run over 2 steps: a
+# shard's 32 streams through an LSTM of H 512, forward (4 gates of 512 columns, 4 blocks each) and backward (K 4H:
+# blocks of 32 columns, slabs of float64's depth); rows, depth and widths off every kernel tile and slab (13 x 300);
+# blocks of 8 columns over odd widths
+CHECKS = [(32, 512, (512,) * 4, None), (32, 2048, (512,), None), (13, 300, (100, 100, 100), None), (5, 37, (19, 51), 8)]
 
 
-@functools.cache
-def kernels(dtype) -> Kernels | None:
-    """The packing GEMM's kernels for float32 or float64 from NumPy's OpenBLAS, checked against np.matmul on a
-    problem with ragged blocks; None where they are not to be had."""
+def check(dtype, block_bytes: int = BLOCK_BYTES, depth: int | None = None) -> str | None:
+    """Run the dtype's kernels against np.matmul on CHECKS, in blocks of block_bytes (where a problem names none)
+    and slabs of depth rows; None when they add the same sums and write nothing else, else what differed.  A
+    kernel whose interface is not the one bound here may crash instead: run this in a child process
+    (charrnn.fast.machine does)."""
     dtype = np.dtype(dtype)
-    lib = blas.openblas()
-    if lib is None or dtype not in (np.float32, np.float64):
-        return None
-    name = blas.core_name()
-    if name is None:
-        return None
-    prefix, ctype = ("s", ctypes.c_float) if dtype == np.float32 else ("d", ctypes.c_double)
-    for suffix in (f"_{name.upper()}", ""):  # a DYNAMIC_ARCH build names every core's kernels
-        try:
-            found = Kernels(lib, prefix, suffix, ctype)
-        except AttributeError:
-            continue
-        try:
-            return found if _agrees(found, dtype) else None
-        except Exception:  # a ctypes error: an interface other than this module's
-            return None
-    return None
-
-
-def _agrees(k: Kernels, dtype) -> bool:
-    """Whether the kernels add what np.matmul computes, on parts and blocks of odd sizes over several steps."""
+    found = kernels(dtype)
+    if found is None:
+        return f"no {dtype.name} kernels for core {blas.core_name()}"
     rng = np.random.default_rng(0)
-    T, N, K, widths = 3, 5, 37, (19, 51)  # odd sizes: panels of every width, several blocks a part
-    W = rng.standard_normal((K, sum(widths))).astype(dtype)
-    xs = rng.standard_normal((T, N, K)).astype(dtype)
-    parts = [rng.standard_normal((T, N, m)).astype(dtype) for m in widths]
-    want = [p + xs @ w for p, w in zip(parts, np.split(W, [widths[0]], axis=1), strict=True)]
-    raw, raw_x = (np.empty(n, np.uint8) for n in Packed.bytes_needed(W, xs))
-    packed = Packed(W, k, xs, parts, raw, raw_x, block_bytes=8 * K * np.dtype(dtype).itemsize)  # 8 columns a block
-    for t in range(T):
-        packed.add(t)
+    T, margin = 2, 3  # each part sits inside a wider array, margin columns either side that must stay as they are
     tol = 1e-4 if dtype == np.float32 else 1e-10
-    return all(np.allclose(p, w, rtol=tol, atol=tol) for p, w in zip(parts, want, strict=True))
+    for N, K, widths, columns in CHECKS:
+        W = (rng.standard_normal((K, sum(widths))) / np.sqrt(K)).astype(dtype)
+        xs = rng.standard_normal((T, N, K)).astype(dtype)
+        frames = [rng.standard_normal((T, N, m + 2 * margin)).astype(dtype) for m in widths]
+        want, first = [f.copy() for f in frames], 0
+        for w, m in zip(want, widths, strict=True):
+            w[..., margin:-margin] += xs @ W[:, first : first + m]
+            first += m
+        raw, raw_x = (np.empty(n, np.uint8) for n in Packed.bytes_needed(W, xs))
+        block = block_bytes if columns is None else columns * K * W.dtype.itemsize
+        packed = Packed(W, found, xs, [f[..., margin:-margin] for f in frames], raw, raw_x, block, depth)
+        for t in range(T):
+            packed.add(t)
+        if not all(np.allclose(f, w, rtol=tol, atol=tol) for f, w in zip(frames, want, strict=True)):
+            return f"{dtype.name} sums differ from np.matmul's at N {N}, K {K}, widths {widths}"
+    return None

@@ -15,7 +15,8 @@ writes its gradients and final state back; only a short message crosses the pipe
 whole batch would: the dropout masks are drawn for the whole batch (the random stream is unchanged), a shard's
 mean loss and gradients are weighted by its share of the streams, the final states are joined again.  Only the
 order of float sums differs, so the shard count is a function of the batch and the machine (shard_count).
-Where there is no fork (not Linux), or no OpenBLAS to run single-threaded, training runs unsharded.
+Where there is no fork (not Linux), no BLAS to run single-threaded, or the fast path is off (CHARRNN_FAST=0),
+training runs unsharded.
 """
 
 from __future__ import annotations
@@ -34,20 +35,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.errors import CharrnnError
-from charrnn.fast import blas
+from charrnn.fast import blas, machine
 
-# Streams per shard, at least.  Split in two on a 2-core Zen 3: B 32 (T 32, LSTM 2x256) ran 1.25x; B 16 ran
-# 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128, whose shard of 8 is too little work
-MIN_STREAMS = 16
 ALIGN = 64  # bytes: every array in an arena starts on its own cache line
 
 
 def shard_count(batch: int, cores: int | None) -> int:
-    """One shard per core (BLAS thread), each of at least MIN_STREAMS streams; 1 where that count is unknown or
-    where workers cannot be forked."""
-    if sys.platform != "linux":  # fork, with an anonymous shared mapping the child inherits
+    """One shard per core (BLAS thread), each of at least the streams this machine's verdict says a shard needs
+    to beat BLAS's threads (its "min streams", measured by charrnn.fast.tuning: 16 on a 2-core Zen 3, where B 16
+    split in two ran 1.04-1.08x for LSTM 2x256 and GRU 1x256 but 0.71x for LSTM 1x128); 1 where that count is
+    unknown, where workers cannot be forked, where the fast path is off or where the verdict says never."""
+    if not may_shard(cores):
         return 1
-    return max(1, min(cores or 1, batch // MIN_STREAMS))
+    min_streams = machine.verdict().value("min streams")
+    return 1 if min_streams is None else max(1, min(cores, batch // min_streams))
+
+
+def may_shard(cores: int | None) -> bool:
+    """Whether a batch may run in shards at all: on Linux (fork, and anonymous shared memory it inherits), with
+    the fast path on, over more than one core."""
+    return sys.platform == "linux" and machine.enabled() and (cores or 1) > 1
 
 
 def shard_bounds(batch: int, shards: int) -> list[slice]:
@@ -59,8 +66,8 @@ def shard_bounds(batch: int, shards: int) -> list[slice]:
 @dataclass(frozen=True)
 class Shape:
     """What a worker needs to know of a model to lay out its jobs and build its replica.  A model here is anything
-    with .cfg, .params (name -> array), initial_state(N) (a tuple of (L, N, H) arrays), loss_and_grads, evaluate
-    and dropout_masks, built as type(model)(cfg, params): charrnn.core.model.Model, which this part of the
+    with .cfg, .params (name -> array), initial_state(N) (a tuple of (L, N, H) arrays), loss_and_grads, evaluate,
+    surprisal and dropout_masks, built as type(model)(cfg, params): charrnn.core.model.Model, which this part of the
     package does not import (the maths sits above the speed machinery)."""
 
     kind: type
@@ -85,7 +92,7 @@ class Shape:
 def job_layout(shape: Shape, kind: str, N: int, T: int, index_dtype, masked: bool) -> list[tuple]:
     """(name, shape, dtype) of every array of a job in an arena.  The parameters come first, at the same offsets
     for every job, so a worker's replica keeps viewing them; then a training job's gradients, the inputs, the
-    states in and out, and the dropout masks."""
+    states in and out, the dropout masks, and a surprisal job's (N, T) answer."""
     dt, L, H = shape.dtype, shape.layers, shape.hidden
     layout = [(f"param {k}", size, dt) for k, size in shape.params]
     if kind == "train":
@@ -94,6 +101,8 @@ def job_layout(shape: Shape, kind: str, N: int, T: int, index_dtype, masked: boo
     layout += [(f"{io} {i}", (L, N, H), dt) for io in ("state", "final") for i in range(shape.states)]
     if masked:
         layout += [(f"mask {k}", (T, N, H), dt) for k in range(L)]
+    if kind == "surprisal":
+        layout += [("surprisal", (N, T), dt)]
     return layout
 
 
@@ -149,6 +158,10 @@ def _serve(conn, arena: Arena, shape: Shape) -> None:
                         for k, g in grads.items():
                             np.copyto(a[f"grad {k}"], g)
                         reply = loss
+                    elif kind == "surprisal":
+                        nats, final = replica.surprisal(a["x"], a["y"], state)
+                        np.copyto(a["surprisal"], nats)
+                        reply = None
                     else:
                         loss, count, final = replica.evaluate(a["x"], a["y"], state)
                         reply = (loss, count)
@@ -176,8 +189,8 @@ class Worker:
             try:
                 self.pid = os.fork()
             except OSError as e:  # out of memory or processes
-                raise CharrnnError(f"cannot start a worker process: {e.strerror or e}; set OPENBLAS_NUM_THREADS=1 "
-                                   "to train in one process") from None
+                raise CharrnnError(f"cannot start a worker process: {e.strerror or e}; set {machine.SWITCH}=0 to "
+                                   "train in one process") from None
         if self.pid == 0:  # the worker: never returns into the caller's code
             status = 1
             try:
@@ -188,7 +201,7 @@ class Worker:
             finally:
                 os._exit(status)
         child.close()
-        self._job, self.exit_code = None, None
+        self._job, self._kind, self.exit_code = None, None, None
 
     def alive(self) -> bool:
         if self.exit_code is None:
@@ -216,11 +229,12 @@ class Worker:
             self._conn.send((kind, N, T, x.dtype.str, masks is not None, np.geterr()))
         except OSError:  # a broken pipe: the worker is gone
             raise self._died() from None
-        self._job = a
+        self._job, self._kind = a, kind
 
     def result(self):
-        """The job's (loss, gradients or character count, final state); gradients and state are views of the
-        arena, valid until the next submit."""
+        """The job's answer, as the model's method of its kind gives it: (loss, gradients, final state),
+        (summed loss, characters, final state) or (surprisal, final state); arrays are views of the arena,
+        valid until the next submit."""
         try:
             ok, reply = self._conn.recv()
         except (EOFError, OSError):
@@ -229,14 +243,16 @@ class Worker:
             raise reply
         a = self._job
         final = tuple(a[f"final {i}"] for i in range(self.shape.states))
-        if isinstance(reply, tuple):  # evaluate: (summed loss, characters)
+        if self._kind == "evaluate":
             return (*reply, final)
+        if self._kind == "surprisal":
+            return a["surprisal"], final
         return reply, {k: a[f"grad {k}"] for k, _ in self.shape.params}, final
 
     def _died(self) -> WorkerDied:
         self._wait(1.0)
         return WorkerDied(f"a worker process of the sharded step died (exit code {self.exit_code}); "
-                          "set OPENBLAS_NUM_THREADS=1 to train in one process")
+                          f"set {machine.SWITCH}=0 to train in one process")
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -294,6 +310,7 @@ class Sharded:
             return None
         bounds = shard_bounds(N, shards)
         x, y = np.asarray(x), np.asarray(y)
+        machine.verdict()  # the fast path's verdict, found before any worker forks: they inherit it
         try:
             for w, s in enumerate(bounds[1:]):
                 layout = job_layout(self.shape, kind, s.stop - s.start, T, x.dtype, masks is not None)
@@ -310,8 +327,8 @@ class Sharded:
                     shard_masks = None if masks is None else [m[:, here] for m in masks]
                     first = self.model.loss_and_grads(x[here], y[here], tuple(a[:, here] for a in state),
                                                       masks=shard_masks)
-                else:
-                    first = self.model.evaluate(x[here], y[here], tuple(a[:, here] for a in state))
+                else:  # evaluate or surprisal: the model's method of that name
+                    first = getattr(self.model, kind)(x[here], y[here], tuple(a[:, here] for a in state))
             results = [first] + [worker.result() for worker in self._workers[: shards - 1]]
         except BaseException:
             _close_all(self._workers, kill=True)
@@ -345,6 +362,14 @@ class Sharded:
             return self.model.evaluate(x, y, state)
         _, results = ran
         return (sum(r[0] for r in results), sum(r[1] for r in results), join_states([r[2] for r in results]))
+
+    def surprisal(self, x, y, state):
+        """As Model.surprisal: (each target's surprisal in nats (N, T), final state)."""
+        ran = self._run("surprisal", x, y, state)
+        if ran is None:
+            return self.model.surprisal(x, y, state)
+        _, results = ran
+        return np.concatenate([r[0] for r in results]), join_states([r[1] for r in results])
 
     def close(self) -> None:
         """Stop the worker processes (they stop, too, when this object goes or the process exits)."""

@@ -18,7 +18,7 @@ from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.fast.shards import Sharded
 from charrnn.runs import footprint
-from charrnn.runs.streams import eval_batches
+from charrnn.runs.streams import eval_batches, eval_layout
 from charrnn.store.cache import CACHE_MIN_BYTES, scratch_array
 from charrnn.store.corpus import Remapped, join_blocks, read_corpus
 from charrnn.store.memory import check_fits
@@ -34,13 +34,14 @@ VAL_STREAMS = 64
 BLOCK = 1 << 20
 
 
-def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray | Remapped, int, list[dict]]:
+def known_text(path, vocab: Vocab, encoding: str = "utf-8",
+               reading: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | Remapped, int, list[dict]]:
     """The file as indices into vocab, with characters outside it dropped.
     Returns (indices, characters read, [{char, code_point, count}] of the dropped characters, most frequent first).
     Memory stays flat: a file without unknown characters is read through a table (memory-mapped when cached),
     one with them is compacted block by block into one byte a character (two past 256 symbols), in a memory-mapped
     scratch file when that is a big corpus's size (charrnn.store.cache.scratch_array), else in memory."""
-    corpus = read_corpus(path, encoding, label="file")  # its own vocabulary: the file's characters
+    corpus = read_corpus(path, encoding, label="file", progress=reading)  # its own vocabulary: the file's
     to_model = vocab.encode_code_points(corpus.vocab.code_points)  # -1 where the model lacks a character
     data, n = corpus.data, len(corpus.data)
 
@@ -64,27 +65,34 @@ def known_text(path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray 
 
 
 def score(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int,
-          progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
-    """(summed loss in nats, characters predicted) over data, with carried state and no dropout.
-    progress(characters just predicted, characters to predict in all) is called after every chunk."""
-    state, total, count = None, 0.0, 0
-    for x, y in eval_batches(data, batch_size, seq_len):
-        if state is None:
-            state = model.initial_state(x.shape[0])
-            expected = x.shape[0] * ((len(data) - 1) // x.shape[0])  # B streams of (n - 1) // B predictions
+          progress: Callable[[int, int], None] | None = None, limit: int | None = None,
+          stop: Callable[[], bool] | None = None) -> tuple[float, int]:
+    """(summed loss in nats, characters predicted) over data, with carried state and no dropout; limit: about
+    that many predictions, in windows spread over data (see eval_batches).  progress(characters just predicted,
+    characters to predict in all) is called after every chunk; stop() before every chunk, and when it says so,
+    scoring ends there (a Ctrl-C must not wait for a whole split)."""
+    if len(data) < 2:
+        return 0.0, 0
+    B, _, per_stream = eval_layout(len(data), batch_size, seq_len, limit)
+    state, total, count = model.initial_state(B), 0.0, 0
+    for x, y in eval_batches(data, batch_size, seq_len, limit):
+        if stop is not None and stop():
+            break
         loss, n, state = model.evaluate(x, y, state)
         total, count = total + loss, count + n
         if progress is not None:
-            progress(n, expected)
+            progress(n, B * per_stream)
     return total, count
 
 
 def evaluate_file(model: Model, vocab: Vocab, path, *, encoding: str = "utf-8", batch_size: int = 64,
-                  seq_len: int = 64, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Loss (nats/char), bits/char and perplexity of the model on a text file, and what was skipped."""
+                  seq_len: int = 64, progress: Callable[[int, int], None] | None = None,
+                  reading: Callable[[int, int], None] | None = None) -> dict:
+    """Loss (nats/char), bits/char and perplexity of the model on a text file, and what was skipped.
+    progress: score's, while scoring; reading: read_corpus's, while reading the file."""
     if batch_size < 1 or seq_len < 1:
         raise CharrnnError("batch size and sequence length must be positive")
-    data, read, unknown = known_text(path, vocab, encoding)
+    data, read, unknown = known_text(path, vocab, encoding, reading)
     if len(data) < 2:
         raise CharrnnError(f"{path} has {len(data)} character(s) in the model's vocabulary; at least 2 are needed "
                            f"to score a prediction")

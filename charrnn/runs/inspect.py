@@ -53,6 +53,7 @@ def describe(path) -> dict:
             "chars_per_s": chars_seen / elapsed if chars_seen and elapsed else None,
             "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"), "seed": train.get("seed"),
             "rotate": train.get("rotate"), "resumable": ck.resumable,
+            "engine": meta.get("engine"),  # what ran its last steps: name, device, processes
         },
         "validation": {
             "best": loss_facts(meta.get("best_val_loss"), meta.get("best_step")),

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import codecs
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from charrnn.core.model import ModelConfig
+from charrnn.engines import process_rank
 from charrnn.errors import CharrnnError
 from charrnn.runs.finetune import InitFrom
 from charrnn.runs.presets import PRESETS
@@ -55,6 +57,8 @@ class Request:
     force: bool = False  # resume although the corpus changed
     overwrite: bool = False  # replace another run's checkpoints in OUT
     cache: bool = True  # the corpus cache (charrnn.store.cache)
+    engine: str = "numpy"  # what runs the steps (charrnn.engines): any run, resumed ones too, may use either
+    device: str | None = None  # the torch engine's device; None: the first CUDA device, else the CPU
 
 
 @dataclass
@@ -96,28 +100,33 @@ def plan(req: Request) -> Plan:
     return run
 
 
-def open_run(req: Request) -> Trainer:
+def open_run(req: Request, reading: Callable[[int, int], None] | None = None) -> Trainer:
     """The Trainer for the request: its output directory locked (a second run into it is refused, naming the
     first's pid), planned, its corpus read (and checked against a resumed run's).  A resumed run that has already
-    reached its length is refused.  A refused request leaves no directory or lock file behind that it made."""
+    reached its length is refused.  A refused request leaves no directory or lock file behind that it made.
+    reading: the corpus's read_corpus progress.  In a run of many processes the first one (rank 0), which writes
+    the checkpoints, holds the lock."""
     made = not os.path.lexists(req.out)
-    check_writable_dir(req.out, "checkpoints")
-    lock = RunLock(req.out).acquire()
+    leads = process_rank() == 0
+    if leads:
+        check_writable_dir(req.out, "checkpoints")
+    lock = RunLock(req.out).acquire() if leads else None
     try:
         run = plan(req)
         cfg = run.train_config
         corpus = read_corpus(req.corpus, cfg.encoding, vocab=run.resume.vocab if run.resume else None,
-                             cache=req.cache)
+                             cache=req.cache, progress=reading)
         if run.resume is not None and not req.force:
             check_same_corpus(corpus, run.resume, req.corpus)
         if run.init_from is not None:
             corpus = corpus.reindexed(run.init_from.vocab_for(corpus.vocab))
         trainer = Trainer(corpus, run.model_config(len(corpus.vocab)), cfg, req.out, resume=run.resume,
-                          init_from=run.init_from, lock=lock)
+                          init_from=run.init_from, lock=lock, engine=req.engine, device=req.device)
         if run.resume is not None and (reason := trainer.done()):
             raise CharrnnError(already_done(trainer, reason, run.source))
     except BaseException:
-        lock.abandon(made)
+        if lock is not None:
+            lock.abandon(made)
         raise
     return trainer
 

@@ -47,16 +47,26 @@ class Streams:
         return window[:, :-1], window[:, 1:]
 
 
-def eval_batches(data: np.ndarray, batch_size: int, seq_len: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def eval_batches(data: np.ndarray, batch_size: int, seq_len: int,
+                 limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every character of a split (but the < B left over by the stream cut) in (B, T) chunks, the last shorter,
-    for evaluation with carried state.  Uses fewer streams when the split is short."""
-    n = len(data)
-    if n < 2:
+    for evaluation with carried state.  Uses fewer streams when the split is short.
+
+    limit: predict about this many characters in all, the first limit // B of every stream: B windows spread
+    evenly over the split, the same ones every time (validation of a big corpus during training)."""
+    if len(data) < 2:
         return
-    B = max(1, min(batch_size, (n - 1) // seq_len))
-    streams = Streams(data, B, min(seq_len, (n - 1) // B))
-    for j in range(streams.chunks):
+    B, T, length = eval_layout(len(data), batch_size, seq_len, limit)
+    streams = Streams(data, B, T)
+    chunks = length // T
+    for j in range(chunks):
         yield streams.batch(j)
-    tail = streams.stream_len - streams.chunks * streams.seq_len
-    if tail:
-        yield streams.batch(streams.chunks, tail)
+    if length % T:
+        yield streams.batch(chunks, length % T)
+
+
+def eval_layout(n: int, batch_size: int, seq_len: int, limit: int | None = None) -> tuple[int, int, int]:
+    """(streams, chunk length, predictions per stream) with which eval_batches scores n >= 2 characters."""
+    B = max(1, min(batch_size, (n - 1) // seq_len))
+    per_stream = (n - 1) // B
+    return B, min(seq_len, per_stream), per_stream if limit is None else max(1, min(per_stream, limit // B))

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn import engines
 from charrnn.core.model import Model, ModelConfig, init_params
-from charrnn.core.optim import clip_gradients, make_optimizer
+from charrnn.core.optim import make_optimizer
 from charrnn.core.sample import sample_text
+from charrnn.engines import ProcessLost
 from charrnn.errors import CharrnnError
-from charrnn.fast.shards import Sharded, WorkerDied
+from charrnn.fast.shards import WorkerDied
 from charrnn.runs import footprint
 from charrnn.runs.evaluate import VAL_STREAMS, score
 from charrnn.runs.finetune import InitFrom
@@ -33,6 +35,8 @@ from charrnn.store.lock import RunLock
 from charrnn.store.memory import check_fits
 
 LATEST, BEST = "latest.npz", "best.npz"  # the checkpoints a run keeps in its --out: its last state, its best val
+# Why a run stops, in the order the processes of a run settle on when they differ: the last any of them has
+STOPS = (None, "steps", "epochs", "time", "interrupted", "terminated")
 
 
 @dataclass
@@ -42,6 +46,8 @@ class TrainConfig:
     seq_len: int = 64  # T: truncation length of backprop through time
     batch_size: int = 64  # B: parallel streams
     val_frac: float = 0.1  # last fraction of the corpus held out for validation
+    val_chars: int | None = 1_000_000  # characters each validation scores, in windows spread over the held-out
+    # split, the same every time (a 1 GB corpus holds out 100 million); None: the whole split
     encoding: str = "utf-8"
     optimizer: str = "adam"
     lr: float = 2e-3
@@ -73,7 +79,11 @@ class Reporter:
     """Where the loop's news goes.  This one stays silent; the CLI's prints a bar, lines and tables."""
 
     def step(self, stats: dict) -> None:
-        """After every step: step, total, epoch, loss, norm, lr, chars, val (the last), elapsed, time_limit."""
+        """After every step: step, total, epoch, loss, norm, lr, chars, val (the last), elapsed (this invocation),
+        run_time (the whole run's), time_limit."""
+
+    def scoring(self, done: int, total: int) -> None:
+        """During a validation, after every chunk: characters just scored, characters to score in all."""
 
     def validated(self, row: dict, best: bool) -> None:
         """After every validation: its history row, and whether it is the best so far."""
@@ -96,10 +106,25 @@ class Outcome:
     summary: dict
 
 
-def validation_loss(model: Model | Sharded, data: np.ndarray, batch_size: int, seq_len: int) -> float:
-    """Mean loss in nats/char over the whole split, with carried state, no dropout (as `charrnn eval`)."""
-    total, count = score(model, data, batch_size, seq_len)
+def validation_loss(model, data: np.ndarray, batch_size: int, seq_len: int, limit: int | None = None,
+                    **scoring) -> float:
+    """Mean loss in nats/char over the split (or limit characters of it, see charrnn.runs.evaluate.score), with
+    carried state, no dropout (as `charrnn eval`).  model: what score takes, a Model or an engine.  scoring:
+    score's progress and stop."""
+    total, count = score(model, data, batch_size, seq_len, limit=limit, **scoring)
     return total / count if count else float("nan")
+
+
+class Latch:
+    """A question asked until it says yes once, then yes for good: asked of every process together (see
+    Trainer.validate), it must not be asked again once the answer is in."""
+
+    def __init__(self, ask):
+        self.ask, self.set = ask, False
+
+    def __call__(self) -> bool:
+        self.set = self.set or self.ask()
+        return self.set
 
 
 class Interval:
@@ -129,12 +154,14 @@ class Interval:
 
 class Trainer:
     """One run of training: fresh, resumed from a checkpoint (loaded with resume=True), or a new run from a
-    trained model's weights (init_from; the corpus's vocabulary is then InitFrom.vocab_for's).  lock: the
-    output directory's (store.lock), which run() releases when it returns."""
+    trained model's weights (init_from; the corpus's vocabulary is then InitFrom.vocab_for's), on an engine
+    (charrnn.engines: numpy, or torch on `device`).  lock: the output directory's (store.lock), which run()
+    releases when it returns."""
 
     def __init__(self, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, out_dir,
                  reporter: Reporter | None = None, resume: checkpoint.Checkpoint | None = None,
-                 init_from: InitFrom | None = None, lock: RunLock | None = None):
+                 init_from: InitFrom | None = None, lock: RunLock | None = None, engine: str = "numpy",
+                 device: str | None = None):
         self.corpus, self.cfg, self.out, self.lock = corpus, cfg, Path(out_dir), lock
         self.reporter = reporter or Reporter()
         self.saved: dict[str, int] = {}  # checkpoint name -> the step its last completed save holds
@@ -150,70 +177,82 @@ class Trainer:
             self.rng = np.random.default_rng(cfg.seed)
             params = (init_from.params_for(model_cfg, corpus.vocab, self.rng) if init_from
                       else init_params(model_cfg, self.rng))
-            self.model = Model(model_cfg, params)
-            self.optim = make_optimizer(cfg.optimizer, self.model.params, cfg.weight_decay)
-            self.state = self.model.initial_state(cfg.batch_size)
+            model = Model(model_cfg, params)
+            optim = make_optimizer(cfg.optimizer, model.params, cfg.weight_decay)
+            state = model.initial_state(cfg.batch_size)
             self.progress = Progress(self.streams.chunks)
             self.init_from = init_from.provenance() if init_from else None
             self.run_id = run_identity(model_cfg.to_dict(), cfg.seed, corpus.sha256, self.init_from)
         else:
-            self._restore(resume)
-        self.sharded = Sharded(self.model)  # loss_and_grads and evaluate over the cores (charrnn.fast.shards)
+            model, optim, state = self._restore(resume)
+        self.engine = engines.create(engine, model, optim, state, self.rng, cfg, resume, device)
         self._offset = None  # (epoch, its stream offset)
 
-    def _restore(self, ck: checkpoint.Checkpoint) -> None:
-        if not ck.optim:
+    def _restore(self, ck: checkpoint.Checkpoint):
+        """The resumed run's model, optimiser and carried state; its RNG and progress set on self."""
+        if not (ck.resumable and ck.optim):  # a file that holds it all, read with resume=True
             raise CharrnnError("checkpoint has no training progress to resume from (load it with resume=True)")
         if ck.vocab != self.corpus.vocab:
             raise CharrnnError("the corpus is not encoded with the checkpoint's vocabulary (Corpus.reindexed)")
-        self.model = ck.model
-        self.optim = make_optimizer(self.cfg.optimizer, self.model.params, self.cfg.weight_decay)
-        self.optim.load_state_dict(ck.optim)
+        optim = make_optimizer(self.cfg.optimizer, ck.model.params, self.cfg.weight_decay)
+        optim.load_state_dict(ck.optim)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = ck.meta["rng"]
-        self.state = ck.state if ck.state else self.model.initial_state(self.cfg.batch_size)
-        if self.state[0].shape[1] != self.cfg.batch_size:
+        state = ck.state if ck.state else ck.model.initial_state(self.cfg.batch_size)
+        if state[0].shape[1] != self.cfg.batch_size:
             raise CharrnnError("the checkpoint's carried state does not match --batch-size")
         self.progress = Progress.from_meta(ck.meta, self.streams.chunks)
         self.init_from = ck.meta.get("init_from")
         self.run_id = run_id(ck.meta)
+        return ck.model, optim, state
+
+    @property
+    def model(self) -> Model:
+        """The model as it is now (the torch engine copies its parameters off its device)."""
+        return self.engine.model
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> Outcome:
         """Train until the run's length or a signal, validating, saving and sampling as configured."""
         cfg, progress = self.cfg, self.progress
-        self.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_stale_temp_files(self.out)
+        if self.engine.leads:
+            self.out.mkdir(parents=True, exist_ok=True)
+            checkpoint.remove_stale_temp_files(self.out)
         first_step, val = progress.step, None
         progress.start_clock()
         interval = Interval()
         try:
-            with StopRequests() as stop, self.sharded.owning_cores(cfg.batch_size):  # BLAS 1 thread while sharded
-                while (reason := self.done() or stop.reason) is None:
-                    loss, norm = self.train_step()
+            with StopRequests() as stop, self.engine.running():
+                while True:
+                    reason, lr = self.decide(stop)
+                    if reason is not None:
+                        break
+                    loss, norm = self.train_step(lr)
                     interval.add(loss, cfg.batch_size * cfg.seq_len)
                     self.reporter.step({"step": progress.step, "total": self.total_steps,
-                                        "epoch": progress.epoch_progress, "loss": loss, "norm": norm, "lr": self.lr,
+                                        "epoch": progress.epoch_progress, "loss": loss, "norm": norm, "lr": lr,
                                         "chars": cfg.batch_size * cfg.seq_len, "val": val,
-                                        "elapsed": time.monotonic() - progress.started, "time_limit": cfg.time_limit})
+                                        "elapsed": time.monotonic() - progress.started, "run_time": progress.run_time,
+                                        "time_limit": cfg.time_limit})
                     if progress.step % cfg.eval_every == 0:
-                        val, interval = self.validate(interval), Interval()
+                        val, interval = self.validate(interval, stop), Interval()
                     if progress.step % cfg.save_every == 0:
                         self.save(LATEST)
                     if cfg.sample_every and progress.step % cfg.sample_every == 0:
-                        self.reporter.sampled(progress.step, self.sample())
+                        self.reporter.sampled(progress.step, self.sample(stop))
                         interval.resume()
-                if interval.steps:  # a last validation, so the history and best.npz are up to date
-                    val = self.validate(interval)
+                if interval.steps and reason not in EXIT_CODES:  # a last validation: history and best.npz current
+                    val = self.validate(interval, stop)
                 latest = self.save(LATEST)
         except WorkerDied as e:  # the failed step changed nothing: keep every finished one
             latest = self.save(LATEST)
             raise WorkerDied(f"{e}; {latest} holds step {progress.step}, and --resume continues from it") from None
+        except ProcessLost as e:  # the lost process's streams went with it: the last checkpoint is the last state
+            raise ProcessLost(f"{e}; {self.kept()}") from None
         finally:
             time_here = time.monotonic() - progress.started
             progress.stop_clock()
-            self.sharded.close()
             self.reporter.close()
             if self.lock is not None:
                 self.lock.release()
@@ -235,28 +274,35 @@ class Trainer:
             return "time"
         return None
 
-    def train_step(self) -> tuple[float, float]:
+    def decide(self, stop: StopRequests) -> tuple[str | None, float]:
+        """Why the run stops here (None: it goes on) and the next step's learning rate, the same in every process
+        of a run (the engine's agree): a signal to any stops them all, and the clock is the first one's."""
+        code, lr = self.engine.agree(STOPS.index(self.done() or stop.reason), self.lr)
+        return STOPS[code], lr
+
+    def train_step(self, lr: float) -> tuple[float, float]:
         """One chunk: forward, backward, clip, update, advance the streams.  Returns (loss, pre-clip norm)."""
         x, y = self.streams.batch(self.progress.chunk, offset=self.offset)
-        lr = self.lr
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught below, or next step
-            loss, grads, state = self.sharded.loss_and_grads(x, y, self.state, self.rng)
-            norm = clip_gradients(grads, self.cfg.clip, self.cfg.clip_mode)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                raise self.diverged(loss, norm, lr)
-            self.optim.step(self.model.params, grads, lr)  # an update can overflow too (--lr 1e300)
-        self.state = state
+        loss, norm = self.engine.gradients(x, y)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise self.diverged(loss, norm, lr)
+        self.engine.update(lr)
         if self.progress.advance(x.size):  # epoch boundary: streams start over, state resets
-            self.state = self.model.initial_state(self.cfg.batch_size)
+            self.engine.reset_state()
         return loss, norm
 
-    def validate(self, interval: Interval) -> float | None:
-        """Close an interval of training: score the validation split, record the history row, write best.npz on
-        improvement, report.  Returns the validation loss (None without a validation split)."""
+    def validate(self, interval: Interval, stop: StopRequests) -> float | None:
+        """Close an interval of training: score the validation windows, record the history row, write best.npz
+        on improvement, report.  Returns the validation loss: None without a validation split, or when a stop
+        request cut the scoring short (then nothing is recorded)."""
         progress = self.progress
         val = None
         if len(self.val_data) >= 2:
-            val = validation_loss(self.sharded, self.val_data, VAL_STREAMS, self.cfg.seq_len)
+            signalled = Latch(lambda: self.engine.agree(STOPS.index(stop.reason), 0.0)[0] != 0)  # all processes
+            val = validation_loss(self.engine, self.val_data, VAL_STREAMS, self.cfg.seq_len, self.cfg.val_chars,
+                                  progress=self.reporter.scoring, stop=signalled)
+            if signalled.set:
+                return None
         row = {"step": progress.step, "epoch": round(progress.epoch_progress, 4), "train_loss": interval.mean_loss,
                "val_loss": val, "chars_per_s": interval.speed, "elapsed": round(progress.run_time, 3)}
         best = progress.record(row)
@@ -265,14 +311,20 @@ class Trainer:
         self.reporter.validated(row, best)
         return val
 
-    def sample(self) -> str:
-        """A sample of the model as it is, from an RNG of its own, so samples never change the run."""
+    def sample(self, stop: StopRequests | None = None) -> str:
+        """A sample of the model as it is, from an RNG of its own, so samples never change the run; cut short by
+        a stop request."""
         rng = np.random.default_rng([self.cfg.seed, self.progress.step])
-        return sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8)
+        return sample_text(self.model, self.corpus.vocab, self.cfg.sample_length, rng, temperature=0.8,
+                           stop=None if stop is None else lambda: stop.reason is not None)
 
     def save(self, name: str) -> Path:
-        """Write the run's checkpoint `name` into its --out, atomically."""
+        """Write the run's checkpoint `name` into its --out, atomically.  Every process of a run calls it; the
+        first one writes."""
         path = self.out / name
+        optim, state, rng = self.engine.saved()
+        if not self.engine.leads:
+            return path
         meta = {
             "train": asdict(self.cfg),
             **self.progress.meta(),
@@ -280,18 +332,22 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "init_from": self.init_from,
             "corpus": corpus_facts(self.corpus, len(self.train_data), len(self.val_data)),
+            "engine": self.engine.describe(),
             "run": self.run_id,
         }
-        checkpoint.save(path, self.model, self.corpus.vocab, meta, self.optim.state_dict(), self.state)
+        checkpoint.save(path, self.model, self.corpus.vocab, meta, optim, state, rng)
         self.saved[name] = self.progress.step
         return path
 
     def diverged(self, loss: float, norm: float, lr: float) -> Diverged:
         what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
-        last = self.out / LATEST
-        kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
-        return Diverged(f"training diverged at step {self.progress.step + 1}: {what}; {kept}; "
+        return Diverged(f"training diverged at step {self.progress.step + 1}: {what}; {self.kept()}; "
                         f"try a lower --lr (now {lr:g}) or a smaller --clip")
+
+    def kept(self) -> str:
+        """What a run that stops on an error leaves: its last checkpoint, untouched."""
+        last = self.out / LATEST
+        return f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
 
     @property
     def lr(self) -> float:

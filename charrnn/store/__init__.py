@@ -4,6 +4,7 @@ files       regular files only: reads that cannot block on a FIFO, atomic writes
 schema      every field of a checkpoint's metadata, with its type, range and length
 checkpoint  the .npz checkpoint: save atomically; load trusting nothing, reading no more than the model needs
 corpus      a text file as one index array: strict decoding in blocks, the vocabulary, the split
+textstream  text read as it arrives, from a file or standard input, decoded strictly in blocks
 cache       a big corpus's encoded indices, verified, memory-mapped next time
 export      PyTorch state_dict arrays in a plain .npz, and back
 lock        one training run per output directory

@@ -25,7 +25,7 @@ import numpy as np
 
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.store.files import atomic_write, check_output, open_regular, starts_with
+from charrnn.store.files import check_output, open_regular, starts_with, write_atomically
 
 CACHE_MIN_BYTES = 8 << 20  # smaller files decode faster than a cache is worth
 SUFFIX = ".charrnn-cache"
@@ -144,7 +144,7 @@ def _write_array(path: Path, dtype: np.dtype, n: int, blocks: Iterable[np.ndarra
             crc = zlib.crc32(block, crc)
             f.write(block.tobytes())
 
-    atomic_write(path, write)
+    write_atomically(path, write)
     return crc
 
 
@@ -163,7 +163,7 @@ def save_cache(corpus: Path, encoding: str, sha256: str, vocab: Vocab, n: int,
             crc = zlib.crc32(vocab.code_points, _write_array(npy, vocab.dtype, n, blocks()))
             text = json.dumps({"fingerprint": _fingerprint(corpus, encoding), "sha256": sha256, "chars": n,
                                "crc32": crc, "vocabulary": "".join(vocab.chars)})
-            atomic_write(record, lambda f, text=text: f.write(text.encode()))
+            write_atomically(record, lambda f, text=text: f.write(text.encode()))
             return np.load(npy, mmap_mode="r", allow_pickle=False)
         except (OSError, CharrnnError):
             continue

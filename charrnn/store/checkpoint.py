@@ -1,4 +1,5 @@
-"""Checkpoints: one `.npz` holding parameters, optimiser state, vocabulary, carried state and a JSON document.
+"""Checkpoints: one `.npz` holding parameters, optimiser state, vocabulary, carried state, the torch engine's RNG
+state and a JSON document.
 
 Arrays keep their PyTorch-style names (`weight_ih_l0`, ..., `optim.m.<name>`); the vocabulary is an int32
 code-point array and the metadata is a JSON document stored as uint8 bytes, so nothing needs pickle.  Files are
@@ -9,7 +10,7 @@ needs.  The zip's central directory is read through a byte budget (zipfile would
 file claims); the metadata, bounded in size, is parsed and checked field by field against store.schema; from it
 follows every member the file may hold, with its dtype and shape (MEMBERS below), and each member's declared
 header and sizes are checked against those before a byte of its data is read.  Unknown members are refused,
-members that are not needed are not inflated (the optimiser's and the carried state only for --resume), and the
+members that are not needed are not inflated (the optimiser's, the carried and the RNG state only for --resume), and the
 arrays that are read are checked as they arrive: no parameter or state may be non-finite or beyond the magnitude
 at which the model's arithmetic overflows (ModelConfig.safe_magnitude).  Every refusal is one line naming the
 file and the member or field.
@@ -34,7 +35,7 @@ from charrnn.core.model import Model, ModelConfig, param_shapes
 from charrnn.core.optim import OPTIMIZERS
 from charrnn.core.vocab import Vocab
 from charrnn.errors import CharrnnError
-from charrnn.store.files import atomic_write, open_regular, short
+from charrnn.store.files import open_regular, short, write_atomically
 from charrnn.store.memory import check_fits
 from charrnn.store.schema import META, RESUME_FIELDS, Invalid
 
@@ -45,6 +46,8 @@ MAX_META = 1 << 20  # bytes of metadata: schema.MAX_HISTORY rows of at most 200 
 MAX_DIRECTORY = 1 << 20  # bytes of the zip's directory and end records: room for some 10,000 members
 MAX_HEADER = 4096  # bytes of a member's .npy header (numpy writes 128)
 CHUNK = 1 << 20  # bytes read into an array at a time, each checked as it arrives
+MAX_RNG = 1 << 16  # bytes of an engine's generator state (torch's CPU generator: 5,056)
+ENGINE_RNGS = ("rng.torch",)  # an engine's generator state, as bytes: charrnn.engines.torch's RNG_KEY
 DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error, NotImplementedError,
           RuntimeError, OverflowError)  # what zipfile and numpy's header parser raise on broken bytes
 
@@ -58,12 +61,15 @@ class Checkpoint:
     meta: dict  # format, versions, model/train config, progress, rng, history, corpus ... (store.schema.META)
     optim: dict[str, np.ndarray] = field(default_factory=dict)  # optim.* arrays, read for --resume only
     state: tuple[np.ndarray, ...] = ()  # the training streams' carried hidden state, (L, B, H) each, ditto
+    rng: dict[str, np.ndarray] = field(default_factory=dict)  # rng.* arrays: an engine's generator state, ditto
     resumable: bool = False  # it holds everything --resume needs (metadata and optimiser state)
 
 
-def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None, state=()) -> None:
+def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None, state=(),
+         rng: dict | None = None) -> None:
     """Write atomically: temp file in the same directory, flush + fsync, os.replace, fsync the directory.
-    The metadata is checked against the schema first: a checkpoint that load would refuse is never written."""
+    The metadata is checked against the schema first: a checkpoint that load would refuse is never written.
+    rng: arrays named rng.<engine> (the torch engine's generator state: bytes, never a pickle)."""
     meta = {"format": FORMAT, "version": VERSION, "charrnn_version": __version__, **meta,
             "model": model.cfg.to_dict()}
     try:
@@ -73,14 +79,15 @@ def save(path, model: Model, vocab: Vocab, meta: dict, optim: dict | None = None
     arrays = dict(model.params)
     arrays.update(optim or {})
     arrays.update({f"state.{n}": s for n, s in zip(STATE_NAMES[model.cfg.cell], state, strict=False)})
+    arrays.update(rng or {})
     arrays["vocab"] = vocab.code_points
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, arrays)
 
 
 def atomic_savez(path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez, atomically (files.atomic_write): through an open file, so no `.npz` is appended to the name."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    """np.savez, atomically (files.write_atomically): through an open file, so no `.npz` is appended to the name."""
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def remove_stale_temp_files(directory) -> None:
@@ -278,9 +285,10 @@ class Reader:
 def members(cfg: ModelConfig, meta: dict, present) -> dict[str, tuple[str, tuple[int, ...], np.dtype]]:
     """name -> (group, shape, dtype) of every array but the metadata that a checkpoint of this model and metadata
     may hold.  Groups: "model" (the vocabulary and parameters: always there, always read), "optim" and "state"
-    (the optimiser's and the carried state: each all there or none, read for --resume).  The optimiser's arrays
-    follow train.optimizer, the carried state train.batch_size (B, the training streams) where `present` (the
-    names the file holds) has any.  A new kind of array (an engine's own RNG state, say) is one more entry here."""
+    (the optimiser's and the carried state: each all there or none, read for --resume), "rng" (an engine's
+    generator state: uint8 bytes of any length up to MAX_RNG, shape None here, read for --resume).  The
+    optimiser's arrays follow train.optimizer, the carried state train.batch_size (B, the training streams) where
+    `present` (the names the file holds) has any."""
     dtype = np.dtype(cfg.dtype)
     params = param_shapes(cfg)
     table = {"vocab": ("model", (cfg.vocab_size,), np.dtype(np.int32))}
@@ -294,6 +302,7 @@ def members(cfg: ModelConfig, meta: dict, present) -> dict[str, tuple[str, tuple
     if "batch_size" in train and any(name.startswith("state.") for name in present):
         shape = (cfg.layers, train["batch_size"], cfg.hidden)
         table.update({f"state.{n}": ("state", shape, dtype) for n in STATE_NAMES[cfg.cell]})
+    table.update({name: ("rng", None, np.dtype(np.uint8)) for name in ENGINE_RNGS})
     return table
 
 
@@ -346,13 +355,16 @@ def load(path, resume: bool = False) -> Checkpoint:
         missing = [name for name, (group, _, _) in table.items() if group == "model" and name not in r.entries]
         if missing:
             raise CharrnnError(f"{where} is missing {label(missing[0], table)}")
-        held: dict[str, dict[str, Member]] = {"model": {}, "optim": {}, "state": {}}
+        held: dict[str, dict[str, Member]] = {"model": {}, "optim": {}, "state": {}, "rng": {}}
         for name, (group, shape, dtype) in table.items():
             if name in r.entries:
                 member = r.header(name)
+                if shape is None and len(member.shape) == 1 and member.shape[0] <= MAX_RNG:
+                    shape = member.shape  # bytes of an engine's generator state
                 if member.shape != shape or member.dtype != dtype:
+                    expected = f"{dtype}{list(shape)}" if shape is not None else f"at most {MAX_RNG:,} uint8 bytes"
                     raise CharrnnError(f"{where}: {label(name, table)} is {member.dtype}{list(member.shape)}, "
-                                       f"expected {dtype}{list(shape)}")
+                                       f"expected {expected}")
                 held[group][name] = member
         for group, what in (("optim", "optimiser"), ("state", "carried")):
             lacking = [n for n, (g, _, _) in table.items() if g == group and n not in held[group]]
@@ -362,8 +374,8 @@ def load(path, resume: bool = False) -> Checkpoint:
         if resume and not resumable:
             raise CharrnnError(f"{where} has no training progress to resume from (it lacks the optimiser's state "
                                f"or the run's record)")
-        reading = [*held["model"].values(), *(held["optim"].values() if resume else ()),
-                   *(held["state"].values() if resume else ())]
+        reading = [*held["model"].values(), *(m for g in ("optim", "state", "rng") if resume
+                                              for m in held[g].values())]
         check_fits(sum(math.prod(m.shape) * m.dtype.itemsize for m in reading), f"loading {where}")
 
         try:
@@ -373,7 +385,7 @@ def load(path, resume: bool = False) -> Checkpoint:
         bound = cfg.safe_magnitude  # no forward pass overflows below it
         params = {name: r.array(m, values_check(f"parameter {name!r}", where, bound))
                   for name, m in held["model"].items()}
-        optim, state = {}, ()
+        optim, state, rng = {}, (), {}
         if resume:
             squares = OPTIMIZERS[meta["train"]["optimizer"]].squares
             optim = {name: r.array(m, values_check(f"optimiser state {name!r}", where,
@@ -384,7 +396,8 @@ def load(path, resume: bool = False) -> Checkpoint:
             state = tuple(r.array(held["state"][f"state.{n}"], values_check(f"carried state 'state.{n}'", where,
                                                                              bound))
                           for n in STATE_NAMES[cfg.cell] if held["state"])
-    return Checkpoint(Model(cfg, params), vocab, meta, optim, state, resumable)
+            rng = {name: r.array(m) for name, m in held["rng"].items()}
+    return Checkpoint(Model(cfg, params), vocab, meta, optim, state, rng, resumable)
 
 
 def read_meta(path) -> dict:

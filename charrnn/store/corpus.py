@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,7 +94,8 @@ def encoding_problem(name: str) -> str | None:
     return None
 
 
-def _code_point_blocks(path: Path, encoding: str, hasher=None, label: str = "corpus") -> Iterator[np.ndarray]:
+def _code_point_blocks(path: Path, encoding: str, hasher=None, label: str = "corpus",
+                       progress=None) -> Iterator[np.ndarray]:
     """Yield the file's code points block by block; every decoding error is one line with its byte offset.  A
     UTF-8 file's leading byte-order mark (Windows editors write one) is not text and is skipped, as Python's
     utf-8-sig does; UTF-16 and UTF-32 decoders consume theirs (and refuse a file without one)."""
@@ -120,6 +121,8 @@ def _code_point_blocks(path: Path, encoding: str, hasher=None, label: str = "cor
                 final = not block
                 if hasher is not None:
                     hasher.update(block)
+                if progress is not None:
+                    progress(len(block))
                 raw = np.frombuffer(block, np.uint8)
                 pending = len(decoder.getstate()[0])
                 if ascii_ok and not final and pending == 0 and (raw.size == 0 or raw.max() < 0x80):
@@ -149,12 +152,12 @@ def check_path(path: Path, label: str = "corpus") -> Path:
     return path
 
 
-def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, int]:
+def scan(path: Path, encoding: str, label: str = "corpus", progress=None) -> tuple[str, Vocab, int]:
     """First pass: SHA-256 of the bytes, the vocabulary, the number of characters; refuses binary files."""
     hasher = hashlib.sha256()
     seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
     n = 0
-    for cps in _code_point_blocks(path, encoding, hasher, label):
+    for cps in _code_point_blocks(path, encoding, hasher, label, progress):
         if cps.dtype == np.uint8:  # ASCII block: a 128-bin histogram is cheaper than a scatter
             counts = np.bincount(cps, minlength=128)
             seen[: counts.size] |= counts > 0
@@ -175,10 +178,10 @@ def scan(path: Path, encoding: str, label: str = "corpus") -> tuple[str, Vocab, 
     return hasher.hexdigest(), Vocab.from_code_points(np.flatnonzero(seen).astype(np.int32)), n
 
 
-def encoded_blocks(path: Path, encoding: str, vocab: Vocab) -> Iterator[np.ndarray]:
+def encoded_blocks(path: Path, encoding: str, vocab: Vocab, progress=None) -> Iterator[np.ndarray]:
     """Second pass: the file's indices block by block (ASCII blocks through a 128-entry lookup table)."""
     ascii_table = np.maximum(vocab.encode_code_points(np.arange(128)), 0).astype(vocab.dtype)
-    for cps in _code_point_blocks(path, encoding):
+    for cps in _code_point_blocks(path, encoding, progress=progress):
         yield ascii_table[cps] if cps.dtype == np.uint8 else vocab.encode_code_points(cps).astype(vocab.dtype)
 
 
@@ -193,20 +196,23 @@ def join_blocks(blocks: Iterable[np.ndarray], out: np.ndarray) -> np.ndarray:
 
 
 def read_corpus(path, encoding: str = "utf-8", vocab: Vocab | None = None, label: str = "corpus",
-                cache: bool = True) -> Corpus:
+                cache: bool = True, progress: Callable[[int, int], None] | None = None) -> Corpus:
     """Read and encode a text file, streaming it in blocks.  Files of CACHE_MIN_BYTES or more keep their
     encoded indices in a cache file (see charrnn.store.cache) that later runs memory-map instead of decoding again.
-    With a given vocab (resume), characters outside it are an error."""
+    With a given vocab (resume), characters outside it are an error.  progress(bytes just read, bytes to read in
+    all) after every block of either pass over the file (a cached corpus reads none)."""
     path = check_path(path, label)
-    use_cache = cache and path.stat().st_size >= CACHE_MIN_BYTES
+    size = path.stat().st_size
+    use_cache = cache and size >= CACHE_MIN_BYTES
+    read_bytes = None if progress is None else lambda n: progress(n, 2 * size)
     hit = load_cache(path, encoding) if use_cache else None
     if hit is not None:
         sha256, found, data = hit
     else:
-        sha256, found, n = scan(path, encoding, label)
+        sha256, found, n = scan(path, encoding, label, read_bytes)
 
         def blocks():
-            return encoded_blocks(path, encoding, found)
+            return encoded_blocks(path, encoding, found, read_bytes)
 
         data = save_cache(path, encoding, sha256, found, n, blocks) if use_cache else None
         if data is None:  # no cache: encode into memory

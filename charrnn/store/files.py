@@ -91,7 +91,7 @@ def temp_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path, write: Callable[[BinaryIO], None]) -> None:
     """write(f) into a temporary file beside path, flush + fsync, os.replace onto path, fsync the directory.
     A crash at any moment leaves the previous file intact; any exception (Ctrl-C too) removes the temporary
     file before it propagates.  OSError becomes a one-line CharrnnError.  os.replace renames onto the name

@@ -200,6 +200,7 @@ TRAIN_FIELDS = {  # TrainConfig's fields (runs.train), with the ranges of train'
     "weight_decay": Float(0), "steps": Maybe(Int(1)), "epochs": Maybe(Float(0, lo_open=True)),
     "time_limit": Maybe(Float(0, lo_open=True)), "eval_every": Int(1), "save_every": Int(1),
     "sample_every": Int(0), "sample_length": Int(1), "log_every": Int(1), "seed": Int(0), "rotate": Bool(),
+    "val_chars": Maybe(Int(1)),
 }
 TRAIN = Record(TRAIN_FIELDS, frozenset(TRAIN_FIELDS))  # each may be absent (older runs): the default applies
 LOSS = Maybe(Float(allow_nonfinite=True))  # what validation measured; inspect shows a non-finite one as none
@@ -213,6 +214,7 @@ RNG = Record({"bit_generator": Exactly("PCG64"),  # np.random.Generator.bit_gene
 CORPUS = Record({"name": Text(), "size": Int(0), "sha256": Text(64, pattern="[0-9a-f]{64}"), "chars": Int(0),
                  "train_chars": Int(0), "val_chars": Int(0)})
 INIT_FROM = Record({"path": Text(), "step": Maybe(Int(0)), "corpus": Maybe(Text()), "vocab_size": Int(1)})
+ENGINE = Record({"name": one_of(("numpy", "torch")), "device": Text(64), "processes": Int(1)})  # its last steps'
 SCHEDULE = Record({"name": one_of(("constant", "step", "cosine")), "lr": Float(0), "total_steps": Maybe(Int(0))})
 
 # The whole document.  format, version, charrnn_version and model are in every checkpoint; the rest only in those
@@ -223,6 +225,7 @@ META_FIELDS = {
     "best_val_loss": Maybe(Float()), "best_step": Maybe(Int(0)), "schedule": SCHEDULE, "rng": RNG,
     "init_from": Maybe(INIT_FROM), "corpus": CORPUS,
     "run": Text(32, pattern="[0-9a-f]{32}"),  # which run wrote it (runs.record.run_id); a resumed run keeps it
+    "engine": ENGINE,
 }
 META = Record(META_FIELDS, frozenset(META_FIELDS) - {"format", "version", "charrnn_version", "model"})
 RESUME_FIELDS = ("train", "progress", "rng", "corpus")  # what --resume needs besides the optimiser's arrays

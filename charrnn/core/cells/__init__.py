@@ -1,8 +1,9 @@
 """One module per recurrent cell.  Each offers the same functions, so the model stacks them alike:
 
-gate_count(coupled), gate_scale(H, dtype, coupled), input_bias(p),
-forward(xw, state0, p, ws, peephole, coupled) -> hs, stateT, cache,
-backward(dhs, dstateT, cache, ws) -> d_rows (T, N, G*H), dstate0, grads.
+gate_count(coupled), gate_scale(H, dtype, coupled), input_bias(p), prepare(p, peephole, coupled),
+step(a, ...): one time step once the recurrent GEMM has added into a (the sampler's steps call it too),
+forward(xw, state0, p, ws, peephole, coupled) -> hs (T+1, N, H), stateT, cache,
+backward(dhs (T+1, N, H), dstateT, cache, ws) -> d_rows (T, N, G*H), dstate0, grads.
 
 gates holds what they share: the nonlinearities from one exp, their slopes, the gate-major layout.
 May import: numpy, charrnn.fast (the recurrent GEMM's seam, workspaces) and each other's gates module.

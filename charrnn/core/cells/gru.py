@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from charrnn.core.cells.gates import SIGMOID, activation_slope, gate_major, quiet, squash
-from charrnn.fast import packed
+from charrnn.fast.gemm import recurrent
 from charrnn.fast.workspace import Workspace, scaled_transpose, sum_rows, time_blocks
 
 
@@ -44,47 +44,39 @@ def prepare(p: dict, peephole: bool = False, coupled: bool = False) -> dict:
     return {"W_sT": W_sT, "b_hn": p["bias_hh"][2 * H :]}
 
 
-def step(a, h, h_out, ghn, prep, rec, tmp):
-    """One time step of N streams.  a (3, N, H): scaled input-side pre-activations, overwritten with r, z, n.
-    h (N, H) in; h_out (may be h) and ghn = W_hn h + b_hn (kept for backward) out.  rec (N, 3H) scratch for the
-    recurrent GEMM, or None when the chunk's packed GEMM has already added h @ W_sT into a[:2] and ghn (holding
-    b_hn before)."""
+def step(a, h, h_out, ghn, tmp):
+    """One time step of N streams.  a (3, N, H): r and z's scaled pre-activations, recurrent part included (the
+    chunk's GEMM, or the sampler's), and n's input part W_in x + b_in; overwritten with r, z, n.  h (N, H) in;
+    ghn = W_hn h + b_hn in (kept for backward); h_out (may be h) out."""
     r_z = a[:2]
-    if rec is not None:
-        np.matmul(h, prep["W_sT"], out=rec)  # the one GEMM per step
-        rec = gate_major(rec, 3)
-        r_z += rec[:2]
-        np.add(rec[2], prep["b_hn"], out=ghn)
-    squash(r_z)
+    squash(r_z)  # r, z = sigmoid(a_r), sigmoid(a_z)
     r, z, n = a
     np.multiply(r, ghn, out=tmp)
-    n += tmp
-    np.tanh(n, out=n)
-    np.subtract(h, n, out=tmp)  # h' = n + z (h - n)
+    n += tmp  # a_n = W_in x + b_in + r (W_hn h + b_hn)
+    np.tanh(n, out=n)  # n = tanh(a_n)
+    np.subtract(h, n, out=tmp)
     tmp *= z
-    np.add(n, tmp, out=h_out)
+    np.add(n, tmp, out=h_out)  # h' = (1 - z) n + z h = n + z (h - n)
 
 
 def forward(xw, state0, p, ws: Workspace, peephole=False, coupled=False):
-    """xw (3, T, N, H): gate_scale * (W_ih x + input_bias); overwritten with the activations r, z, n.
-    state0 = (h0,).  Returns hs (T+1, N, H) with hs[0] = h0, (hT,) and a cache."""
+    """xw (3, T, N, H): gate_scale * (W_ih x + input_bias); the recurrent GEMM adds into r and z, and the steps
+    overwrite it with the activations r, z, n.  state0 = (h0,).  Returns hs (T+1, N, H) with hs[0] = h0, (hT,)
+    and a cache."""
     G, T, N, H = xw.shape
     (h0,) = state0
     dtype = xw.dtype
     prep = prepare(p)
     hs = ws.get("hs", (T + 1, N, H), dtype)
     ghn = ws.get("ghn", (T, N, H), dtype)  # W_hn h + b_hn, kept for backward
-    rec = ws.get("rec", (N, G * H), dtype)
     tmp = ws.get("tmp", (N, H), dtype)
     hs[0] = h0
-    recurrent = packed.recurrent(ws, "W_sT packed", prep["W_sT"], hs[:T], [xw[0], xw[1], ghn])
-    if recurrent is not None:
-        ghn[...] = prep["b_hn"]  # the packed GEMM adds W_hn h to it
+    ghn[...] = prep["b_hn"]  # the GEMM adds W_hn h to it
+    gemm = recurrent(ws, "W_hh", prep["W_sT"], hs[:T], [xw[:2], ghn[None]])
     with quiet():
         for t in range(T):
-            if recurrent is not None:
-                recurrent.add(t)
-            step(xw[:, t], hs[t], hs[t + 1], ghn[t], prep, None if recurrent else rec, tmp)
+            gemm.add(t)  # a_r, a_z += W_hr h, W_hz h (scaled);  ghn = W_hn h + b_hn
+            step(xw[:, t], hs[t], hs[t + 1], ghn[t], tmp)  # r, z, n and h_t
     return hs, (hs[T].copy(),), (xw, hs, ghn, p)
 
 
@@ -102,10 +94,12 @@ def fold(P, tmp, acts, h_prev, ghn):
 
 
 def backward(dhs, dstateT, cache, ws: Workspace):
-    """dhs (T, N, H), dstateT = (dhT,) or None.  Returns dX (T, N, 3H), the gradient of W_ih x + b_ih with the
-    gates side by side, (dh0,) and the gradients of weight_hh, bias_hh and bias_ih.  A step writes its
-    d(W_hh h + b_hh) straight into its row of dG (T, N, 3H), which that step's GEMM with W_hh reads and the
-    weight gradient's one whole-chunk GEMM reads after the loop."""
+    """dhs (T+1, N, H): in dhs[1:], the gradient of the outputs hs[1:] from above.  Overwritten: each dhs[t]
+    gathers the whole gradient of hs[t], through the recurrence too, and dhs[0] becomes h0's.  dstateT = (dhT,)
+    or None.  Returns dX (T, N, 3H), the gradient of W_ih x + b_ih with the gates side by side, (dh0,) and the
+    gradients of weight_hh, bias_hh and bias_ih.  A step writes its d(W_hh h + b_hh) straight into its row of
+    dG (T, N, 3H), which that step's GEMM with W_hh reads and the weight gradient's one whole-chunk GEMM reads
+    after the loop."""
     acts, hs, ghn, p = cache
     G, T, N, H = acts.shape
     dtype = acts.dtype
@@ -115,32 +109,23 @@ def backward(dhs, dstateT, cache, ws: Workspace):
     tmp_all = ws.get("tmp_all", (T, N, H), dtype)
     dX = ws.get("dX", (T, N, G * H), dtype)  # gradient of the input-side pre-activations
     dG = ws.get("dG", (T, N, G * H), dtype)  # gradient of W_hh h + b_hh; r and z are the same in both
-
-    dh = ws.get("dh", (N, H), dtype)
     dh_z = ws.get("dh_z", (N, H), dtype)
-    dh_next = ws.get("dh_next", (N, H), dtype)
-    if dstateT is None:
-        dh_next.fill(0)
-    else:
-        dh_next[...] = dstateT[0]
+    dhs[0].fill(0)
+    if dstateT is not None:
+        np.add(dhs[T], dstateT[0], out=dhs[T])
     r_all, z_all = acts[0], acts[1]
-    recurrent = packed.recurrent(ws, "W packed", W, dG, [dh_next])
+    gemm = recurrent(ws, "W_hh^T", W, dG, [dhs[None, :T]])
     for block in reversed(time_blocks(T, G * N * H)):  # L2-sized blocks: fold, then run, while in cache
         fold(P[:, block], tmp_all[block], acts[:, block], hs[block], ghn[block])
         for t in range(block.stop - 1, block.start - 1, -1):
-            g, dn, pt = gate_major(dG[t], G), dX[t, :, 2 * H :], P[:, t]
-            np.add(dhs[t], dh_next, out=dh)
-            np.multiply(dh, pt[1], out=g[1])  # d(pre_z)
-            np.multiply(dh, pt[2], out=dn)  # d(pre_n)
-            np.multiply(dn, pt[0], out=g[0])  # d(pre_r)
+            g, dn, pt, dh = gate_major(dG[t], G), dX[t, :, 2 * H :], P[:, t], dhs[t + 1]
+            np.multiply(dh, pt[1], out=g[1])  # d(pre_z) = dh (h - n) z(1-z)
+            np.multiply(dh, pt[2], out=dn)  # d(pre_n) = dh (1 - z)(1 - n^2)
+            np.multiply(dn, pt[0], out=g[0])  # d(pre_r) = d(pre_n) (W_hn h + b_hn) r(1-r)
             np.multiply(dn, r_all[t], out=g[2])  # d(W_hn h + b_hn) = d(pre_n) r
-            if recurrent is None:
-                np.matmul(dG[t], W, out=dh_next)
-                np.multiply(dh, z_all[t], out=dh_z)
-                dh_next += dh_z  # dh = dG @ W_hh + dh z
-            else:
-                np.multiply(dh, z_all[t], out=dh_next)
-                recurrent.add(t)  # dh_next += dG[t] @ W_hh
+            np.multiply(dh, z_all[t], out=dh_z)
+            np.add(dhs[t], dh_z, out=dhs[t])  # dh_{t-1} += dh z
+            gemm.add(t)  # dh_{t-1} += d(W_hh h + b_hh) W_hh
     dX[:, :, : 2 * H] = dG[:, :, : 2 * H]
 
     rows = dG.reshape(T * N, G * H)
@@ -149,4 +134,4 @@ def backward(dhs, dstateT, cache, ws: Workspace):
         "bias_hh": sum_rows(rows),
         "bias_ih": sum_rows(dX.reshape(T * N, G * H)),
     }
-    return dX, (dh_next.copy(),), grads
+    return dX, (dhs[0].copy(),), grads
